@@ -1,0 +1,168 @@
+"""Shared defaults for every resnet_jax config; not a runnable experiment by itself.
+
+Every field the code reads is defined (and commented) here exactly once. Dataset,
+model and hardware variants import this file and override only what changes:
+
+    from configs import base
+    def get_config(arg=None):
+      config = base.get_config()
+      config.model.depth = 50
+      ...
+
+Run any config with:
+
+    python -m resnet_jax.main --config=configs/cifar10.py --workdir=/tmp/run
+"""
+
+import ml_collections
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+  """The `model` section: a ResNet variant described as data."""
+  m = ml_collections.ConfigDict()
+  # Named variant from resnet_jax.models.registry ('resnet50', 'cifar_resnet56',
+  # 'wide_resnet50_2', ...). When set, it supplies family/depth/widths; the other
+  # fields below still override it. Empty: build from `family` + `depth`.
+  m.name = ''
+  # 'imagenet' (ResNet-18...200, 64-512 stage widths) or 'cifar' (6n+2, 16/32/64).
+  m.family = 'cifar'
+  # Network depth: 18/34/50/101/152/200 for 'imagenet', any 6n+2 for 'cifar'.
+  m.depth = 20
+  # Shortcut option: 'A' (parameter-free zero-pad), 'B' (projection where the
+  # shape changes), 'C' (projection everywhere), 'D' (avg-pool + 1x1 projection
+  # when downsampling), 'none' (plain network, no shortcut).
+  m.shortcut = 'A'
+  # 'auto' (basic below depth 50, bottleneck from 50 on), 'basic' or 'bottleneck'.
+  m.block = 'auto'
+  # Pre-activation blocks (He et al. 2016, "Identity Mappings").
+  m.preact = False
+  # Bottleneck stride on the 3x3 conv ('v1.5', torchvision) or the first 1x1 ('v1').
+  m.bottleneck_stride = 'v1.5'
+  # 'imagenet' (7x7/2 conv + 3x3/2 max-pool), 'deep' (three 3x3 convs, ResNet-C),
+  # 'cifar' (one 3x3 conv, no pool), or 'auto' (from the family).
+  m.stem = 'auto'
+  # Width of the first stage; later stages double it. 0: the family's default
+  # (64 for imagenet, 16 for cifar).
+  m.base_width = 0
+  # Multiplier on the bottleneck's inner width (2 for wide_resnet50_2).
+  m.width_multiplier = 1
+  # Grouped 3x3 convs in bottlenecks (ResNeXt cardinality); 1 = plain ResNet.
+  m.groups = 1
+  # ResNeXt bottleneck width per group (4 for resnext50_32x4d); 64 = plain ResNet.
+  m.width_per_group = 64
+  # 'batch' (cross-device BatchNorm), 'group' or 'none'.
+  m.norm = 'batch'
+  # Groups for GroupNorm (only used when norm='group').
+  m.num_groups = 32
+  # BatchNorm momentum for running statistics (torchvision's 0.1 => 0.9 here).
+  m.bn_momentum = 0.9
+  # Zero-init the last norm scale in each residual branch (Goyal et al. 2017).
+  m.zero_init_residual = False
+  return m
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  """Returns the defaults: CIFAR-10, ResNet-20 option A, Adam, 1 epoch."""
+  del arg
+  config = ml_collections.ConfigDict()
+
+  # --- Data ---------------------------------------------------------------
+  # tfds name ('cifar10', 'cifar100', 'imagenet2012', 'imagenette', ...),
+  # 'folder:PATH' (a split/class/image tree or a .tar/.tar.gz of one), or
+  # 'fake' (synthetic data generated on the device, for speed runs).
+  config.dataset = 'cifar10'
+  # tfds data directory ('' = tfds default, ~/tensorflow_datasets or $TFDS_DATA_DIR).
+  config.data_dir = ''
+  # Directory holding archives obtained by hand (tfds `manual_dir`), e.g. the
+  # official cifar-10-binary.tar.gz or the ImageNet tars, for offline preparation.
+  config.manual_dir = ''
+  # Allow tfds to download a dataset that is not prepared yet. Offline, leave it
+  # on: a failed download is detected within seconds and explained.
+  config.download = True
+  # Split names; '' = the dataset's train split and its 'test' (else 'validation').
+  config.train_split = ''
+  config.eval_split = ''
+  # Input resolution fed to the model; 0 = the dataset's native size (32 for CIFAR),
+  # 224 for the 'imagenet' augmentation.
+  config.image_size = 0
+  # Augmentation: 'cifar' (pad 4 + random crop + flip), 'imagenet' (random
+  # resized crop + flip; eval resize + centre crop), or 'none'.
+  config.augment = 'cifar'
+  # Keep the whole dataset on the accelerators and augment inside the jitted
+  # step (CIFAR-sized data only); False uses the tf.data host pipeline.
+  config.on_device_data = False
+  # tf.data shuffle buffer (examples).
+  config.shuffle_buffer_size = 16_384
+  # Cache decoded examples in memory ('none', 'memory').
+  config.cache = 'memory'
+  # What to do with an unreadable image in a folder dataset: 'skip' (warn, count) or 'error'.
+  config.on_corrupt_image = 'skip'
+  # Batches prefetched to the devices ahead of the step.
+  config.prefetch_batches = 2
+
+  # --- Model --------------------------------------------------------------
+  config.model = get_model_config()
+  # Number of classes; 0 = read from the dataset's info.
+  config.num_classes = 0
+  # Compute dtype: 'float32', 'bfloat16' or 'float16' (params stay float32;
+  # float16 uses dynamic loss scaling).
+  config.dtype = 'float32'
+
+  # --- Optimisation ---------------------------------------------------------
+  # 'adam', 'adamw', 'sgd' (momentum) or 'nesterov' (SGD with Nesterov momentum).
+  config.optimizer = 'adam'
+  # Peak learning rate (after warmup).
+  config.learning_rate = 1e-3
+  # Momentum for sgd/nesterov; b1 for adam(w).
+  config.momentum = 0.9
+  # Weight decay on conv and dense kernels only (BN and biases are masked out).
+  config.weight_decay = 0.0
+  # 'l2' (added to the loss gradient, as in the paper) or 'decoupled' (AdamW-style).
+  config.weight_decay_type = 'l2'
+  # Learning-rate schedule: 'constant', 'piecewise' or 'cosine'.
+  config.schedule = 'constant'
+  # Linear warmup length, in steps (or epochs: warmup_epochs wins when > 0).
+  config.warmup_steps = 0
+  config.warmup_epochs = 0.0
+  # 'piecewise': multiply the lr by `lr_decay_factor` at each boundary, given in
+  # steps (lr_boundaries_steps) or epochs (lr_boundaries_epochs, used when non-empty).
+  config.lr_boundaries_steps = (32_000, 48_000)
+  config.lr_boundaries_epochs = ()
+  config.lr_decay_factor = 0.1
+  # Clip gradients to this global norm; 0 disables clipping.
+  config.grad_clip_norm = 0.0
+  # Label smoothing for the softmax cross-entropy (0 = none).
+  config.label_smoothing = 0.0
+
+  # --- Loop ---------------------------------------------------------------
+  # Global batch size over all devices and hosts.
+  config.batch_size = 128
+  # Global eval batch size (0 = batch_size).
+  config.eval_batch_size = 0
+  # Training length in steps; -1 = num_epochs * steps_per_epoch.
+  config.num_train_steps = -1
+  config.num_epochs = 1.0
+  # Fetch and log training metrics every N steps (the only host sync in the loop).
+  config.log_every_steps = 50
+  # Evaluate every N steps (and always at the end); -1 = once per epoch.
+  config.eval_every_steps = -1
+  # Evaluate on at most this many eval batches (-1 = the whole split).
+  config.num_eval_batches = -1
+  # Save a checkpoint every N steps (and at the end); -1 = once per epoch.
+  config.checkpoint_every_steps = -1
+  # Keep the last K checkpoints (plus the best by eval top-1).
+  config.keep_checkpoints = 3
+  # Warm-start weights from this checkpoint directory (fine-tuning); '' = none.
+  config.init_from = ''
+  # When init_from has a different number of classes, leave out the classifier.
+  config.init_from_skip_head = True
+  config.seed = 0
+
+  # --- Distributed --------------------------------------------------------
+  # Call jax.distributed.initialize() before anything else (multi-host runs).
+  # With coordinator_address empty, JAX auto-detects (SLURM, TPU pods, ...).
+  config.distributed = False
+  config.coordinator_address = ''
+  config.num_processes = 0
+  config.process_id = -1
+  return config

@@ -1,0 +1,42 @@
+r"""Trains and evaluates a ResNet: the command researchers run every day.
+
+    python -m resnet_jax.main --config=configs/cifar10.py --workdir=runs/c20
+    python -m resnet_jax.main --config=configs/cifar10.py:depth=56,shortcut=A,recipe=paper \
+        --workdir=runs/c56 --config.seed=1
+
+Rerunning the same command with the same workdir resumes from its newest
+checkpoint. Bad input exits with status 2 and a one-line reason.
+"""
+
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from resnet_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the config.')
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/cifar10.py:depth=56,shortcut=A.',
+    lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = FLAGS.config
+  cli.maybe_initialize_distributed(config)
+  from resnet_jax import train  # pylint: disable=g-import-not-at-top
+  result = train.train_and_evaluate(config, FLAGS.workdir)
+  summary = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
+                      for k, v in result.items())
+  logging.info('Done: %s', summary)
+  print(summary)
+  return 0
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,71 @@
+"""Where metrics go: `metrics.jsonl`, TensorBoard event files and the console.
+
+Only process 0 writes; other processes get a writer that does nothing, so the
+training loop never has to ask which process it is on.
+"""
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+from absl import logging
+
+
+class MetricWriter:
+  """Writes flat scalar dicts to `WORKDIR/metrics.jsonl` and TensorBoard.
+
+  One JSON object per logging event: {"step": 100, "train_loss": ..., ...}.
+  TensorBoard events go to `WORKDIR/tensorboard/` through tensorboard's own
+  event-file writer (no TensorFlow needed where tensorboard runs without it).
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
+    self._enabled = enabled
+    self._jsonl = None
+    self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    # Append: a resumed run continues the same file.
+    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    if tensorboard:
+      try:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
+        self._tb = EventFileWriter(os.path.join(workdir, 'tensorboard'))
+      except ImportError:
+        logging.warning('tensorboard is not installed: writing metrics.jsonl only.')
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """Writes one event of scalar metrics at `step`."""
+    if not self._enabled:
+      return
+    row = {'step': int(step)}
+    for k, v in scalars.items():
+      v = float(v)
+      # JSON has no NaN/Inf; keep the line parseable by strict readers.
+      row[k] = v if math.isfinite(v) else str(v)
+    self._jsonl.write(json.dumps(row) + '\n')
+    self._jsonl.flush()
+    if self._tb is not None:
+      from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+      values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
+                for k, v in scalars.items()]
+      self._tb.add_event(event_pb2.Event(
+          wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=values)))
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._jsonl = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """Reads a metrics.jsonl file back into a list of dicts (for reports and tests)."""
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,186 @@
+"""Tests for resnet_jax.train and the `python -m resnet_jax.main` entry point."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from flax import jax_utils
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_jax import configlib
+from resnet_jax import metric_writers
+from resnet_jax import models
+from resnet_jax import optim
+from resnet_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _to_float(rng, images, train):  # pylint: disable=unused-argument
+  return images.astype(jnp.float32) / 255.0
+
+
+def _tiny_setup(**overrides):
+  """A CIFAR ResNet-8 (n=1) with 10 classes on 16x16 images."""
+  config = configlib.load(os.path.join(REPO, 'configs/cifar10.py'),
+                          {'warmup_steps': 0, 'num_train_steps': 100, **overrides})
+  model = models.create_model(config.model, num_classes=10, axis_name=train.AXIS)
+  lr_fn = optim.create_learning_rate_schedule(config, steps_per_epoch=10)
+  tx = optim.create_optimizer(config, lr_fn)
+  state = train.create_train_state(config, model, tx, (16, 16, 3), jax.random.PRNGKey(0))
+  step = functools.partial(train.train_step, learning_rate_fn=lr_fn,
+                           preprocess_fn=_to_float, num_classes=10)
+  return config, state, step
+
+
+def _batch(n, seed=0):
+  rng = np.random.RandomState(seed)
+  return {'image': rng.randint(0, 256, (n, 16, 16, 3)).astype(np.uint8),
+          'label': rng.randint(0, 10, (n,)).astype(np.int32)}
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+  _, state, step = _tiny_setup(**{'model.depth': 8, 'learning_rate': 3e-3})
+  p_step = jax.pmap(step, axis_name=train.AXIS)
+  state = jax_utils.replicate(state)
+  batch = jax.tree.map(lambda x: x[None], _batch(32))
+  losses = []
+  for _ in range(40):
+    state, metrics = p_step(state, batch)
+    losses.append(float(metrics['train_loss'][0]))
+  assert losses[-1] < 0.25 * losses[0], losses
+  assert float(metrics['train_top1'][0]) == 1.0
+  assert int(jax_utils.unreplicate(state).step) == 40
+
+
+def test_cross_entropy_with_label_smoothing_and_topk():
+  logits = jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
+  labels = jnp.array([1, 2])
+  plain = train.cross_entropy_loss(logits, labels, 3)
+  expected = -jax.nn.log_softmax(logits)[jnp.arange(2), labels]
+  np.testing.assert_allclose(plain, expected, rtol=1e-6)
+  smooth = train.cross_entropy_loss(logits, labels, 3, label_smoothing=0.3)
+  targets = jax.nn.one_hot(labels, 3) * 0.7 + 0.1
+  np.testing.assert_allclose(smooth, -(targets * jax.nn.log_softmax(logits)).sum(-1),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(train.correct_topk(logits, labels, 1), [0.0, 1.0])
+  np.testing.assert_array_equal(train.correct_topk(logits, labels, 2), [1.0, 1.0])
+
+
+_EIGHT_DEVICE_SCRIPT = textwrap.dedent('''
+    import functools, json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import jax_utils
+    sys.path.insert(0, {tests!r})
+    import test_train as t
+    assert jax.device_count() == 8, jax.devices()
+    _, state, step = t._tiny_setup(**{{'model.depth': 8, 'optimizer': 'sgd',
+                                       'learning_rate': 0.1, 'weight_decay': 1e-4}})
+    batch = t._batch(32)
+    out = {{}}
+    for n in (1, 8):
+      devices = jax.devices()[:n]
+      p_step = jax.pmap(step, axis_name='batch', devices=devices)
+      split = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
+      new, metrics = p_step(jax_utils.replicate(state, devices), split)
+      new = jax.device_get(jax_utils.unreplicate(new))
+      out[n] = (new.params, new.batch_stats, float(metrics['train_loss'][0]))
+    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+    print(json.dumps({{
+        'params_max_diff': float(np.max(np.abs(flat(out[1][0]) - flat(out[8][0])))),
+        'params_max_change': float(np.max(np.abs(flat(out[1][0]) - flat(state.params)))),
+        'stats_max_diff': float(np.max(np.abs(flat(out[1][1]) - flat(out[8][1])))),
+        'stats_max_change': float(np.max(np.abs(flat(out[1][1]) - flat(state.batch_stats)))),
+        'loss': [out[1][2], out[8][2]],
+    }}))
+''')
+
+
+def test_one_device_update_equals_eight_device_update():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  script = _EIGHT_DEVICE_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', script], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  # The update really moved the weights and statistics ...
+  assert result['params_max_change'] > 1e-3
+  assert result['stats_max_change'] > 1e-3
+  # ... by the same amount on 1 and on 8 devices.
+  assert result['params_max_diff'] < 1e-5, result
+  assert result['stats_max_diff'] < 1e-5, result
+  assert result['loss'][0] == pytest.approx(result['loss'][1], rel=1e-5)
+
+
+def _run_main(*args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'resnet_jax.main', *args], env=env,
+                        cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.model.shortcut=E', 'shortcut'),
+    ('--config.model.depth=21', '6n+2'),
+    ('--config.batch_size=30', 'does not divide'),
+    ('--config.learning_rate=-0.1', 'learning_rate=-0.1 must be positive'),
+])
+def test_bad_values_exit_nonzero_with_a_one_line_reason(tmp_path, override, message):
+  extra = ['--xla_force_host_platform_device_count=8'] if 'batch' in override else []
+  env_flags = ' '.join(extra)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=env_flags)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'resnet_jax.main', '--config=configs/fake_data.py:model=cifar20',
+       f'--workdir={tmp_path}', override], env=env, cwd=REPO, capture_output=True,
+      text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+
+
+def test_unknown_field_is_rejected_at_flag_parsing(tmp_path):
+  proc = _run_main('--config=configs/fake_data.py:model=cifar20', f'--workdir={tmp_path}',
+                   '--config.model.dept=18')
+  assert proc.returncode != 0
+  assert 'dept' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_main_end_to_end_with_mock_data(tmp_path):
+  """main on tfds mock data writes metrics.jsonl, TensorBoard events and the config."""
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from resnet_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  argv = ['main', '--config=' + os.path.join(REPO, 'configs/cifar10.py') + ':depth=8',
+          f'--workdir={workdir}', '--config.batch_size=16', '--config.num_train_steps=6',
+          '--config.warmup_steps=0', '--config.log_every_steps=2',
+          '--config.eval_every_steps=3', '--config.num_eval_batches=2',
+          '--config.checkpoint_every_steps=100', '--config.model.shortcut=B',
+          f'--config.data_dir={tmp_path / "tfds"}']
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
+  with tfds.testing.mock_data(num_examples=64):
+    assert main_lib.main(['main']) == 0
+
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = json.load(f)
+  assert saved['model']['shortcut'] == 'B' and saved['model']['depth'] == 8
+  assert saved['num_train_steps'] == 6 and saved['num_classes'] == 10
+
+  rows = metric_writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+  train_rows = [r for r in rows if 'train_loss' in r]
+  eval_rows = [r for r in rows if 'eval_top1' in r]
+  assert [r['step'] for r in eval_rows] == [3, 6]
+  assert {'train_loss', 'train_top1', 'lr', 'images_per_sec'} <= set(train_rows[-1])
+  assert {'eval_loss', 'eval_top1', 'eval_top5'} <= set(eval_rows[-1])
+  assert train_rows[-1]['step'] == 6
+  events = os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert any(e.startswith('events.out.tfevents') for e in events)
