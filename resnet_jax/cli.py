@@ -1,13 +1,16 @@
 """What every command-line entry point shares: user-facing errors and multi-host set-up."""
 
 import functools
+import re
 import sys
 from typing import Callable
 
 from absl import app
+from absl import flags
 from absl import logging
 
-from resnet_jax.configlib import ConfigError
+from resnet_jax.errors import ConfigError
+from resnet_jax.errors import NonFiniteLossError
 
 # Exit status for bad input (like argparse): the message says what to change.
 EXIT_BAD_INPUT = 2
@@ -23,22 +26,61 @@ def user_errors(main: Callable) -> Callable:
 
   @functools.wraps(main)
   def wrapped(argv):
-    from resnet_jax import train  # pylint: disable=g-import-not-at-top
     try:
       return main(argv)
     except ConfigError as e:
       print(f'error: {e}', file=sys.stderr)
       return EXIT_BAD_INPUT
-    except train.NonFiniteLossError as e:
+    except NonFiniteLossError as e:
       print(f'error: {e}', file=sys.stderr)
       return 1
 
   return wrapped
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses absl flags; a bad flag or config override is one line and exit 2.
+
+  ml_collections reports an unknown `--config.x` field or a value of the wrong
+  type as an exception from inside flag parsing; a user should see the reason
+  ("Did you mean 'depth'?"), not a traceback.
+  """
+  try:
+    rest = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS and flags.FLAGS['config'].present:
+      # config_flags defers a config file's load error to its first use.
+      flags.FLAGS.config.keys()
+    return rest
+  except OSError as e:  # A config file that cannot be read.
+    reason = _one_line(e).split(']: ')[-1]
+    print(f'error: cannot load the config file: {reason}', file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: bad command-line flag: {_one_line(e)} (see --helpfull)',
+          file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _one_line(error: Exception) -> str:
+  """The reason in an exception raised while parsing flags, on one line."""
+  raw = str(error.args[0]) if error.args else str(error)
+  raw = raw.replace('\\n', '\n').replace("\\'", "'")
+  if isinstance(error, OSError):
+    return raw.strip().splitlines()[-1].strip()
+  if len(raw) > 1 and raw[0] == raw[-1] and raw[0] in '\'"':
+    raw = raw[1:-1]  # The repr of a KeyError's message.
+  lines = [l.strip() for l in raw.splitlines() if l.strip()]
+  if any(l.startswith('Traceback') for l in lines):
+    # A config file raised: its own message is the last line of the traceback.
+    prefix = lines[0].split(': Error whilst parsing config file')[0]
+    reason = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1])
+    return f'{prefix}: {reason}'
+  return ' '.join(lines)
+
+
 def run(main: Callable) -> None:
   """absl's app.run for `main`, with user errors reported as one line."""
-  app.run(user_errors(main))
+  app.run(user_errors(main), flags_parser=parse_flags)
 
 
 def maybe_initialize_distributed(config) -> None:

@@ -13,9 +13,7 @@ from typing import Any
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A config value is invalid; the message says what to change."""
+from resnet_jax.errors import ConfigError  # pylint: disable=unused-import  (re-exported)
 
 
 def sibling(this_file: str, name: str):

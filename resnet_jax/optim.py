@@ -4,7 +4,7 @@ import jax
 import ml_collections
 import optax
 
-from resnet_jax.configlib import ConfigError
+from resnet_jax.errors import ConfigError
 
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'nesterov')
 SCHEDULES = ('constant', 'piecewise', 'cosine')

@@ -1,0 +1,360 @@
+"""Named ResNet variants, and resolving a `model` config into an architecture.
+
+A variant is data, not a class: `VARIANTS['resnet50']` is a few config fields
+(family, depth, widths, groups...). `resolve_spec` merges the base defaults, the
+named variant and the config into one validated `ResNetSpec` that the modules in
+`resnet.py` build from.
+
+How `model.name` combines with the other fields:
+
+1. Start from the base defaults (`MODEL_DEFAULTS`, the same values as
+   `configs/base.py`).
+2. A named variant replaces the shape fields it lists (`VARIANT_FIELDS`:
+   family, depth, block, preact, stem, widths, groups).
+3. Every config field then overrides, except that a field still at its base
+   default does not undo the variant (a config cannot tell "left at the
+   default" from "set to the default"). So `name='resnet50'` with
+   `depth=101` is ResNet-101, but `name='cifar_resnet56'` with `depth=20` stays
+   56 deep: clear `name` and build from the fields for that.
+
+The shortcut option, the bottleneck stride and the norm are never part of a
+variant: they are ablation axes and always come from the config. torchvision's
+`resnet50` is `name='resnet50', shortcut='B'` (as configs/imagenet_base.py sets).
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+from resnet_jax.errors import ConfigError
+
+# Every field of the `model` config section with its default; must equal
+# configs/base.py:get_model_config() (tests check), and is repeated here so that
+# models do not need ml_collections or the configs/ directory.
+MODEL_DEFAULTS: dict[str, Any] = {
+    'name': '',
+    'family': 'cifar',
+    'depth': 20,
+    'shortcut': 'A',
+    'block': 'auto',
+    'preact': False,
+    'bottleneck_stride': 'v1.5',
+    'stem': 'auto',
+    'base_width': 0,
+    'width_multiplier': 1,
+    'groups': 1,
+    'width_per_group': 64,
+    'norm': 'batch',
+    'num_groups': 32,
+    'bn_momentum': 0.9,
+    'zero_init_residual': False,
+}
+
+# The fields a named variant may set (the architecture's shape).
+VARIANT_FIELDS = ('family', 'depth', 'block', 'preact', 'stem', 'base_width',
+                  'width_multiplier', 'groups', 'width_per_group')
+
+FAMILIES = ('imagenet', 'cifar')
+SHORTCUTS = ('A', 'B', 'C', 'D', 'none')
+BLOCKS = ('auto', 'basic', 'bottleneck')
+STEMS = ('auto', 'imagenet', 'deep', 'cifar')
+NORMS = ('batch', 'group', 'none')
+BOTTLENECK_STRIDES = ('v1.5', 'v1')
+
+# ImageNet depths: (block kind, blocks per stage), He et al. 2015 Table 1;
+# 200 from He et al. 2016 ("Identity Mappings").
+IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
+    18: ('basic', (2, 2, 2, 2)),
+    34: ('basic', (3, 4, 6, 3)),
+    50: ('bottleneck', (3, 4, 6, 3)),
+    101: ('bottleneck', (3, 4, 23, 3)),
+    152: ('bottleneck', (3, 8, 36, 3)),
+    200: ('bottleneck', (3, 24, 36, 3)),
+}
+
+# Layers per block: a CIFAR net is 3 stages of n blocks plus stem conv and head,
+# so depth = 3 * n * LAYERS + 2 (6n+2 basic, 9n+2 bottleneck).
+_LAYERS_PER_BLOCK = {'basic': 2, 'bottleneck': 3}
+_DEFAULT_BASE_WIDTH = {'imagenet': 64, 'cifar': 16}
+_EXPANSION = {'basic': 1, 'bottleneck': 4}
+
+
+def _imagenet(depth: int, **fields) -> dict[str, Any]:
+  return {'family': 'imagenet', 'depth': depth, **fields}
+
+
+def _cifar(depth: int, **fields) -> dict[str, Any]:
+  return {'family': 'cifar', 'depth': depth, **fields}
+
+
+# Named variants: model.name -> shape fields (see the module docstring).
+VARIANTS: dict[str, dict[str, Any]] = {
+    # torchvision's ImageNet family (use shortcut='B' for its exact weights).
+    **{f'resnet{d}': _imagenet(d) for d in IMAGENET_DEPTHS},
+    'wide_resnet50_2': _imagenet(50, width_multiplier=2),
+    'wide_resnet101_2': _imagenet(101, width_multiplier=2),
+    'resnext50_32x4d': _imagenet(50, groups=32, width_per_group=4),
+    'resnext101_32x8d': _imagenet(101, groups=32, width_per_group=8),
+    'resnext101_64x4d': _imagenet(101, groups=64, width_per_group=4),
+    # He et al. 2016 pre-activation ResNets on ImageNet.
+    **{f'preact_resnet{d}': _imagenet(d, preact=True) for d in IMAGENET_DEPTHS},
+    # He et al. 2015 section 4.2: CIFAR ResNet-(6n+2).
+    **{f'cifar_resnet{d}': _cifar(d) for d in (20, 32, 44, 56, 110, 1202)},
+    # He et al. 2016: pre-activation CIFAR nets (164 and 1001 use bottlenecks).
+    'cifar_preact_resnet110': _cifar(110, preact=True),
+    'cifar_preact_resnet164': _cifar(164, preact=True, block='bottleneck'),
+    'cifar_preact_resnet1001': _cifar(1001, preact=True, block='bottleneck'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetSpec:
+  """A fully resolved, validated ResNet architecture.
+
+  Attributes:
+    name: the variant name it came from ('' if built from fields).
+    family: 'imagenet' or 'cifar'.
+    depth: the nominal depth (weighted layers).
+    block: 'basic' or 'bottleneck'.
+    stage_sizes: blocks per stage.
+    stage_widths: per stage, the block's base width ("planes"): a basic
+      block's output width; a bottleneck outputs `4 * planes`.
+    stem: 'imagenet', 'deep' or 'cifar'.
+    stem_width: channels the stem outputs.
+    shortcut: 'A', 'B', 'C', 'D' or 'none'.
+    preact: pre-activation (v2) blocks.
+    bottleneck_stride: 'v1.5' (stride on the 3x3) or 'v1' (on the first 1x1).
+    groups: groups of the bottleneck's 3x3 conv (ResNeXt cardinality).
+    width_per_group: ResNeXt width per group (64 for plain ResNets).
+    width_multiplier: wide-ResNet factor (bottleneck inner width, or a basic
+      block's width).
+    norm: 'batch', 'group' or 'none'.
+    num_groups: GroupNorm groups.
+    bn_momentum: BatchNorm running-average momentum.
+    zero_init_residual: zero-init the last norm scale of each residual branch.
+  """
+  name: str
+  family: str
+  depth: int
+  block: str
+  stage_sizes: tuple[int, ...]
+  stage_widths: tuple[int, ...]
+  stem: str
+  stem_width: int
+  shortcut: str
+  preact: bool
+  bottleneck_stride: str
+  groups: int
+  width_per_group: int
+  width_multiplier: int
+  norm: str
+  num_groups: int
+  bn_momentum: float
+  zero_init_residual: bool
+
+  @property
+  def expansion(self) -> int:
+    """Output width / planes of a block (1 basic, 4 bottleneck)."""
+    return _EXPANSION[self.block]
+
+  @property
+  def stage_out_widths(self) -> tuple[int, ...]:
+    """Channels each stage outputs."""
+    return tuple(w * self.expansion for w in self.stage_widths)
+
+  def inner_width(self, planes: int) -> int:
+    """Width of a bottleneck's 3x3 conv, as torchvision computes it."""
+    return int(planes * self.width_per_group * self.width_multiplier / 64) * self.groups
+
+  def describe(self) -> str:
+    """One line naming the architecture, e.g. for logs and the summary."""
+    stages = ','.join(map(str, self.stage_sizes))
+    kind = 'plain' if self.shortcut == 'none' else f'shortcut {self.shortcut}'
+    extra = []
+    if self.preact:
+      extra.append('pre-activation')
+    if self.block == 'bottleneck':
+      extra.append(f'stride {self.bottleneck_stride}')
+    if self.groups > 1:
+      extra.append(f'{self.groups}x{self.width_per_group}d groups')
+    if self.width_multiplier != 1:
+      extra.append(f'width x{self.width_multiplier}')
+    label = self.name or f'{self.family}-resnet{self.depth}'
+    return (f'{label}: {self.block} [{stages}], widths {list(self.stage_out_widths)}, '
+            f'{kind}, {self.stem} stem, {self.norm} norm'
+            + ''.join(f', {e}' for e in extra))
+
+
+def _choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
+  """Returns the valid spelling of `value` among `choices` (case-insensitive)."""
+  if isinstance(value, str):
+    for c in choices:
+      if value.lower() == c.lower():
+        return c
+  valid = ', '.join(repr(c) for c in choices)
+  raise ConfigError(f'model.{field}={value!r} is not supported; valid choices: {valid}')
+
+
+def _int(field: str, value: Any, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ConfigError(f'model.{field}={value!r} must be an integer >= {minimum}')
+  return value
+
+
+def _as_dict(model_config: Any) -> dict[str, Any]:
+  """The config section as a plain dict, unknown keys rejected."""
+  if model_config is None:
+    return {}
+  if hasattr(model_config, 'to_dict'):  # ml_collections.ConfigDict
+    model_config = model_config.to_dict()
+  if not isinstance(model_config, Mapping):
+    raise ConfigError(
+        f'model config must be a mapping or ConfigDict, not {type(model_config).__name__}')
+  unknown = sorted(set(model_config) - set(MODEL_DEFAULTS))
+  if unknown:
+    raise ConfigError(f'unknown model config field(s) {unknown}; valid fields: '
+                      f'{sorted(MODEL_DEFAULTS)}')
+  return dict(model_config)
+
+
+def merged_fields(model_config: Any) -> dict[str, Any]:
+  """Base defaults, then the named variant, then the config (module docstring)."""
+  given = _as_dict(model_config)
+  name = given.get('name', '') or ''
+  values = dict(MODEL_DEFAULTS)
+  variant: dict[str, Any] = {}
+  if name:
+    if name not in VARIANTS:
+      raise ConfigError(f'model.name={name!r} is not a known variant; valid names: '
+                        f'{", ".join(sorted(VARIANTS))} (or empty to build from '
+                        'family/depth)')
+    variant = VARIANTS[name]
+    values.update(variant)
+  for key, value in given.items():
+    if key in variant and value == MODEL_DEFAULTS[key]:
+      continue  # Left at the base default: the variant's value stands.
+    values[key] = value
+  values['name'] = name
+  return values
+
+
+def _stages(family: str, depth: int, block: str) -> tuple[str, tuple[int, ...]]:
+  """Block kind and blocks per stage for a family and depth."""
+  if family == 'imagenet':
+    if depth not in IMAGENET_DEPTHS:
+      raise ConfigError(
+          f'model.depth={depth} is not an ImageNet ResNet depth; valid depths for '
+          f"family 'imagenet': {', '.join(map(str, IMAGENET_DEPTHS))}")
+    kind, sizes = IMAGENET_DEPTHS[depth]
+    if block not in ('auto', kind):
+      raise ConfigError(
+          f"model.block={block!r} does not match ImageNet depth {depth}, which uses "
+          f"{kind} blocks; valid choices: 'auto' or {kind!r}")
+    return kind, sizes
+  kind = 'basic' if block == 'auto' else block
+  per_block = _LAYERS_PER_BLOCK[kind]
+  n, rest = divmod(depth - 2, 3 * per_block)
+  if rest or n < 1:
+    rule = {'basic': '6n+2 (20, 32, 44, 56, 110, 1202, ...)',
+            'bottleneck': '9n+2 (164, 1001, ...)'}[kind]
+    raise ConfigError(
+        f"model.depth={depth} is not a CIFAR ResNet depth with {kind} blocks; valid "
+        f'depths: {rule} for n >= 1')
+  return kind, (n, n, n)
+
+
+def resolve_spec(model_config: Any) -> ResNetSpec:
+  """Resolves and validates a `model` config section into a ResNetSpec.
+
+  Args:
+    model_config: the `config.model` ConfigDict, or any mapping with (some of)
+      its keys; missing keys take the base defaults. `model.name` picks a named
+      variant from VARIANTS (see the module docstring for how it combines).
+
+  Returns:
+    The resolved ResNetSpec.
+
+  Raises:
+    ConfigError: an unknown field, or a value or combination that is not
+      supported; the message names the valid choices.
+  """
+  f = merged_fields(model_config)
+  family = _choice('family', f['family'], FAMILIES)
+  depth = _int('depth', f['depth'], 1)
+  shortcut = _choice('shortcut', f['shortcut'], SHORTCUTS)
+  block = _choice('block', f['block'], BLOCKS)
+  stem = _choice('stem', f['stem'], STEMS)
+  norm = _choice('norm', f['norm'], NORMS)
+  bottleneck_stride = _choice('bottleneck_stride', f['bottleneck_stride'],
+                              BOTTLENECK_STRIDES)
+  base_width = _int('base_width', f['base_width'], 0)
+  width_multiplier = _int('width_multiplier', f['width_multiplier'], 1)
+  groups = _int('groups', f['groups'], 1)
+  width_per_group = _int('width_per_group', f['width_per_group'], 1)
+  num_groups = _int('num_groups', f['num_groups'], 1)
+  if not isinstance(f['preact'], bool):
+    raise ConfigError(f"model.preact={f['preact']!r} must be true or false")
+  if not isinstance(f['zero_init_residual'], bool):
+    raise ConfigError(
+        f"model.zero_init_residual={f['zero_init_residual']!r} must be true or false")
+  momentum = f['bn_momentum']
+  if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
+      0.0 <= momentum < 1.0):
+    raise ConfigError(f'model.bn_momentum={momentum!r} must be a number in [0, 1)')
+
+  block, stage_sizes = _stages(family, depth, block)
+  if block == 'basic' and (groups != 1 or width_per_group != 64):
+    raise ConfigError(
+        f'model.groups={groups}/width_per_group={width_per_group}: grouped convs need '
+        "bottleneck blocks; basic blocks support only groups=1, width_per_group=64")
+  if f['zero_init_residual'] and norm == 'none':
+    raise ConfigError("model.zero_init_residual needs a norm layer to zero; valid "
+                      "norms with it: 'batch', 'group'")
+
+  base_width = base_width or _DEFAULT_BASE_WIDTH[family]
+  if stem == 'auto':
+    stem = 'imagenet' if family == 'imagenet' else 'cifar'
+  if stem == 'deep' and base_width < 2:
+    raise ConfigError(f'model.base_width={base_width} is too narrow for the deep stem '
+                      '(its first convs have base_width // 2 channels)')
+  planes = tuple(base_width * 2**i for i in range(len(stage_sizes)))
+  if block == 'basic':
+    # Wide ResNets (Zagoruyko & Komodakis) widen the basic blocks, not the stem.
+    planes = tuple(p * width_multiplier for p in planes)
+
+  spec = ResNetSpec(
+      name=f['name'], family=family, depth=depth, block=block,
+      stage_sizes=stage_sizes, stage_widths=planes, stem=stem,
+      stem_width=base_width, shortcut=shortcut, preact=f['preact'],
+      bottleneck_stride=bottleneck_stride, groups=groups,
+      width_per_group=width_per_group, width_multiplier=width_multiplier,
+      norm=norm, num_groups=num_groups, bn_momentum=float(momentum),
+      zero_init_residual=f['zero_init_residual'])
+  if block == 'bottleneck':
+    for p in planes:
+      if spec.inner_width(p) < 1:
+        raise ConfigError(f'model.width_per_group={width_per_group} makes the '
+                          f'bottleneck of the {p}-plane stage empty; use a larger value')
+  if norm == 'group':
+    _check_group_norm(spec)
+  return spec
+
+
+def normalized_widths(spec: ResNetSpec) -> set[int]:
+  """Channel counts of every norm layer in the network."""
+  widths = {spec.stem_width}
+  if spec.stem == 'deep':
+    widths.add(spec.stem_width // 2)
+  widths.update(spec.stage_out_widths)
+  if spec.block == 'bottleneck':
+    widths.update(spec.inner_width(p) for p in spec.stage_widths)
+  return widths
+
+
+def _check_group_norm(spec: ResNetSpec) -> None:
+  bad = sorted(w for w in normalized_widths(spec) if w % spec.num_groups)
+  if bad:
+    widths = sorted(normalized_widths(spec))
+    divisors = [g for g in range(1, min(widths) + 1) if all(w % g == 0 for w in widths)]
+    raise ConfigError(
+        f'model.num_groups={spec.num_groups} does not divide the channel counts {bad} '
+        f'of this network; valid num_groups here: {divisors}')

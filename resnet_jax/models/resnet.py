@@ -1,0 +1,231 @@
+"""The ResNet network (stem, stages of residual blocks, head) and create_model.
+
+The network is built from a resolved `ResNetSpec` (registry.py); this module
+only turns the spec into layers. Parameters are grouped by part, which the
+summary uses to report each part separately:
+
+  params['stem'], params['stage1'] ... params['stageN'], params['head']
+  stage k holds 'block1'...; a block holds conv1.., norm1.., and 'shortcut'
+  (conv, norm) when it projects.
+"""
+
+import functools
+import numbers
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from resnet_jax.models import blocks
+from resnet_jax.models.registry import ConfigError, ResNetSpec, resolve_spec
+
+ModuleDef = Any
+
+# He et al. 2015 init, fan-out mode (torchvision's kaiming_normal_(mode='fan_out')).
+CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+BN_EPSILON = 1e-5  # torchvision's; flax's own default (1e-5) is kept explicit.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def canonical_dtype(dtype: Any) -> Any:
+  """jnp.float32 / bfloat16 / float16 from a name or dtype; ConfigError otherwise."""
+  for name, d in DTYPES.items():
+    if isinstance(dtype, str):
+      if dtype == name:
+        return d
+    else:
+      try:
+        if jnp.dtype(dtype) == jnp.dtype(d):
+          return d
+      except TypeError:
+        break
+  raise ConfigError(f'dtype={dtype!r} is not supported; valid: {", ".join(DTYPES)}')
+
+
+class Stem(nn.Module):
+  """The layers before the first stage.
+
+  imagenet: 7x7/2 conv (pad 3), norm, act, 3x3/2 max-pool (pad 1, -inf).
+  deep: 3x3/2, 3x3, 3x3 convs (width/2, width/2, width) with norm+act after
+    each (ResNet-C, He et al. 2019), then the same max-pool.
+  cifar: 3x3 conv, norm, act (pre-activation: the conv alone, the first block
+    normalises).
+
+  Attributes:
+    kind: 'imagenet', 'deep' or 'cifar'.
+    features: output channels.
+    conv, norm, act: layer constructors.
+    preact: pre-activation network.
+  """
+  kind: str
+  features: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  preact: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    if self.kind == 'cifar':
+      x = self.conv(self.features, (3, 3), padding=blocks.pad(3), name='conv1')(x)
+      if self.preact:
+        return x
+      return self.act(self.norm(name='norm1')(x))
+    if self.kind == 'imagenet':
+      x = self.conv(self.features, (7, 7), strides=(2, 2), padding=blocks.pad(7),
+                    name='conv1')(x)
+      x = self.act(self.norm(name='norm1')(x))
+    elif self.kind == 'deep':
+      half = self.features // 2
+      for i, (width, stride) in enumerate(
+          [(half, 2), (half, 1), (self.features, 1)], start=1):
+        x = self.conv(width, (3, 3), strides=(stride, stride), padding=blocks.pad(3),
+                      name=f'conv{i}')(x)
+        x = self.act(self.norm(name=f'norm{i}')(x))
+    else:
+      raise ValueError(f'unknown stem {self.kind!r}')
+    # nn.max_pool pads with -inf, like torch.nn.MaxPool2d(3, 2, padding=1).
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=blocks.pad(3))
+
+
+class Stage(nn.Module):
+  """`num_blocks` blocks; the first one carries the stage's stride.
+
+  Attributes:
+    block: block constructor with everything but `strides` fixed.
+    num_blocks: blocks in the stage.
+    strides: stride of the first block.
+  """
+  block: ModuleDef
+  num_blocks: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.num_blocks):
+      x = self.block(strides=self.strides if i == 0 else 1, name=f'block{i + 1}')(x)
+    return x
+
+
+class Head(nn.Module):
+  """(Pre-activation: final norm + act,) global average pool, Dense -> logits.
+
+  Attributes:
+    num_classes: outputs of the classifier.
+    norm, act: layer constructors (used for pre-activation networks).
+    preact: apply the final norm + act (v2 blocks end with a conv).
+    dtype: compute dtype of the classifier.
+  """
+  num_classes: int
+  norm: ModuleDef
+  act: Callable = nn.relu
+  preact: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.preact:
+      x = self.act(self.norm(name='norm')(x))
+    x = jnp.mean(x, axis=(1, 2))  # jnp.mean accumulates bf16/f16 in float32.
+    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                    name='fc')(x)
+
+
+class ResNet(nn.Module):
+  """A ResNet described by a ResNetSpec.
+
+  Attributes:
+    spec: the resolved architecture (registry.resolve_spec).
+    num_classes: classifier outputs.
+    dtype: compute dtype (params are always float32).
+    axis_name: pmap axis over which BatchNorm averages batch statistics; None
+      outside pmap.
+  """
+  spec: ResNetSpec
+  num_classes: int
+  dtype: Any = jnp.float32
+  axis_name: str | None = None
+
+  def layers(self, train: bool) -> tuple[ModuleDef, ModuleDef]:
+    """The conv and norm constructors shared by all parts."""
+    spec = self.spec
+    conv = functools.partial(
+        nn.Conv, use_bias=spec.norm == 'none', dtype=self.dtype,
+        param_dtype=jnp.float32, kernel_init=CONV_INIT)
+    if spec.norm == 'batch':
+      norm = functools.partial(
+          nn.BatchNorm, use_running_average=not train, momentum=spec.bn_momentum,
+          epsilon=BN_EPSILON, axis_name=self.axis_name, dtype=self.dtype,
+          param_dtype=jnp.float32)
+    elif spec.norm == 'group':
+      norm = functools.partial(nn.GroupNorm, num_groups=spec.num_groups,
+                               epsilon=BN_EPSILON, dtype=self.dtype,
+                               param_dtype=jnp.float32)
+    else:
+      norm = blocks.Identity
+    return conv, norm
+
+  def parts(self, train: bool, *, detached: bool = False) -> list[tuple[str, nn.Module]]:
+    """The network's parts in order: ('stem', ...), ('stage1', ...), ('head', ...).
+
+    Args:
+      train: BatchNorm mode (batch statistics vs running averages).
+      detached: build standalone modules (no parent) that can be `apply`d on
+        their own with `variables[...][name]`, e.g. to measure one stage.
+        Inside this module's own __call__ they are children (detached=False).
+    """
+    spec = self.spec
+    conv, norm = self.layers(train)
+    kw = {'parent': None} if detached else {}
+    common = dict(conv=conv, norm=norm, act=nn.relu, preact=spec.preact)
+    out = [('stem', Stem(spec.stem, spec.stem_width, **common, name='stem', **kw))]
+    if spec.block == 'basic':
+      block_cls = blocks.BasicBlock
+    else:
+      block_cls = functools.partial(blocks.BottleneckBlock, groups=spec.groups,
+                                    stride_on=spec.bottleneck_stride)
+    for i, (size, planes) in enumerate(zip(spec.stage_sizes, spec.stage_widths)):
+      extra = {'inner_features': spec.inner_width(planes)} if spec.block == 'bottleneck' else {}
+      block = functools.partial(
+          block_cls, planes, **common, shortcut=spec.shortcut,
+          zero_init_residual=spec.zero_init_residual, **extra)
+      name = f'stage{i + 1}'
+      out.append((name, Stage(block, size, strides=1 if i == 0 else 2, name=name, **kw)))
+    out.append(('head', Head(self.num_classes, norm, nn.relu, spec.preact, self.dtype,
+                             name='head', **kw)))
+    return out
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    """Logits [N, num_classes] (compute dtype) for NHWC images x."""
+    x = jnp.asarray(x, self.dtype)
+    for _, part in self.parts(train):
+      x = part(x)
+    return x
+
+
+def create_model(model_config: Any, *, num_classes: int, dtype: Any = jnp.float32,
+                 axis_name: str | None = None) -> ResNet:
+  """Builds the ResNet that a `model` config section describes.
+
+  Args:
+    model_config: `config.model` (ConfigDict) or a mapping with its keys;
+      missing keys take the base defaults (registry.MODEL_DEFAULTS).
+    num_classes: classifier outputs.
+    dtype: compute dtype, 'float32'/'bfloat16'/'float16' or the jnp dtype;
+      params stay float32.
+    axis_name: pmap axis name for cross-device BatchNorm (None outside pmap).
+
+  Returns:
+    An unbound ResNet; call `model.apply(variables, x, train=...)`, with
+    `mutable=['batch_stats']` when training with BatchNorm.
+
+  Raises:
+    ConfigError: invalid config values or combinations, num_classes or dtype.
+  """
+  spec = resolve_spec(model_config)
+  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or (
+      num_classes < 1):
+    raise ConfigError(f'num_classes={num_classes!r} must be a positive integer')
+  return ResNet(spec=spec, num_classes=int(num_classes), dtype=canonical_dtype(dtype),
+                axis_name=axis_name)
