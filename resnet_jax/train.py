@@ -78,10 +78,14 @@ def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Modu
     # collective, which would need the pmap axis to exist.
     variables = model.init({'params': init_rng},
                            jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    return TrainState.create(
+    state = TrainState.create(
         apply_fn=model.apply, params=variables['params'], tx=tx,
         batch_stats=variables.get('batch_stats', {}), rng=step_rng,
         dynamic_scale=dynamic_scale)
+    # create() leaves a weakly typed Python 0; a restored step is int32. One
+    # dtype, so the train step compiles once and a resumed run executes the
+    # same program as an uninterrupted one.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
   return _compile_cheaply(create, init_rng, step_rng)(init_rng, step_rng)
 
@@ -270,14 +274,21 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
           f'use a multiple of {n}')
 
 
-def setup_experiment(config: ml_collections.ConfigDict) -> Experiment:
-  """Resolves dataset facts, model, schedule and optimizer from the config."""
+def setup_experiment(config: ml_collections.ConfigDict, *,
+                     prepare_data: bool = True) -> Experiment:
+  """Resolves dataset facts, model, schedule and optimizer from the config.
+
+  Args:
+    config: the run config.
+    prepare_data: download (when allowed) and prepare the dataset if needed;
+      False only reads the facts of an already prepared one (evaluation).
+  """
   # Cheap checks first: a typo should not wait for a dataset to be prepared.
   check_devices(config)
   compute_dtype(config)
   models.resolve_spec(config.model)
   optim.validate(config)
-  meta = data.dataset_meta(config)
+  meta = data.prepare(config) if prepare_data else data.dataset_meta(config)
   num_classes = config.num_classes or meta.num_classes
   model = models.create_model(config.model, num_classes=num_classes,
                               dtype=compute_dtype(config), axis_name=AXIS)
@@ -366,22 +377,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt = checkpoint.CheckpointManager(workdir, config)
 
   state = exp.init_state()
-  # Resuming wins over init_from: a fine-tuning run that was preempted continues
-  # from its own checkpoint, not from the pretrained weights again.
-  restored = ckpt.restore_latest(state)
   resumed_metrics = {}
-  if restored is not None:
-    state, record = restored
-    resumed_metrics = record.get('metrics', {})
-    logging.info('Resumed from step %d (epoch %.2f) of %s', int(state.step),
-                 record.get('epoch', float('nan')), ckpt.directory)
-  elif config.init_from:
-    state = checkpoint.init_from(config.init_from, state,
-                                 skip_head=config.init_from_skip_head)
-  # A fresh state's step is weakly typed (TrainState.create's Python 0); a
-  # restored one is a plain int32. One dtype: the train step compiles once, and
-  # a resumed run executes exactly the program an uninterrupted one does.
-  state = state.replace(step=jnp.asarray(state.step, jnp.int32))
+  try:
+    # Resuming wins over init_from: a fine-tuning run that was preempted
+    # continues from its own checkpoint, not from the pretrained weights again.
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+      state, record = restored
+      resumed_metrics = record.get('metrics', {})
+      logging.info('Resumed from step %d (epoch %.2f) of %s', int(state.step),
+                   record.get('epoch', float('nan')), ckpt.directory)
+      if config.init_from:
+        logging.info('init_from=%s not used: it only initialises a fresh run.',
+                     config.init_from)
+    elif config.init_from:
+      state = checkpoint.init_from(config.init_from, state,
+                                   skip_head=config.init_from_skip_head)
+  except BaseException:  # E.g. a checkpoint of another model: release orbax first.
+    ckpt.close()
+    writer.close()
+    raise
   start_step = int(state.step)
 
   resolved = config.copy_and_resolve_references()

@@ -153,22 +153,37 @@ def test_unknown_field_is_rejected_at_flag_parsing(tmp_path):
   assert 'Traceback' not in proc.stderr
 
 
+_MOCK_MAIN = textwrap.dedent('''
+    import os, sys
+    import tensorflow_datasets as tfds
+    from resnet_jax import cli, main
+    data_dir = sys.argv.pop()
+    # A prepared-looking cifar10 (its dataset_info) whose examples mock_data makes up.
+    builder = tfds.builder('cifar10', data_dir=data_dir)
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=split, shard_lengths=[64], num_bytes=0)
+        for split in ('train', 'test')]))
+    os.makedirs(builder.data_dir, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)
+    with tfds.testing.mock_data(num_examples=64, data_dir=data_dir,
+                                policy=tfds.testing.MockPolicy.USE_FILES):
+      cli.run(main.main)
+''')
+
+
 def test_main_end_to_end_with_mock_data(tmp_path):
   """main on tfds mock data writes metrics.jsonl, TensorBoard events and the config."""
-  tfds = pytest.importorskip('tensorflow_datasets')
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from resnet_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / 'run')
-  argv = ['main', '--config=' + os.path.join(REPO, 'configs/cifar10.py') + ':depth=8',
-          f'--workdir={workdir}', '--config.batch_size=16', '--config.num_train_steps=6',
+  argv = ['--config=configs/cifar10.py:depth=8', f'--workdir={workdir}',
+          '--config.batch_size=16', '--config.num_train_steps=6',
           '--config.warmup_steps=0', '--config.log_every_steps=2',
           '--config.eval_every_steps=3', '--config.num_eval_batches=2',
           '--config.checkpoint_every_steps=100', '--config.model.shortcut=B',
-          f'--config.data_dir={tmp_path / "tfds"}']
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
-  with tfds.testing.mock_data(num_examples=64):
-    assert main_lib.main(['main']) == 0
+          f'--config.data_dir={tmp_path / "tfds"}', str(tmp_path / 'tfds')]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', _MOCK_MAIN, *argv], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
 
   with open(os.path.join(workdir, 'config.json')) as f:
     saved = json.load(f)
@@ -179,8 +194,10 @@ def test_main_end_to_end_with_mock_data(tmp_path):
   train_rows = [r for r in rows if 'train_loss' in r]
   eval_rows = [r for r in rows if 'eval_top1' in r]
   assert [r['step'] for r in eval_rows] == [3, 6]
+  # Logged every 2 steps, after the first step, and before each evaluation.
+  assert [r['step'] for r in train_rows] == [1, 2, 3, 4, 6]
   assert {'train_loss', 'train_top1', 'lr', 'images_per_sec'} <= set(train_rows[-1])
   assert {'eval_loss', 'eval_top1', 'eval_top5'} <= set(eval_rows[-1])
-  assert train_rows[-1]['step'] == 6
+  assert all(r['eval_count'] == 32 for r in eval_rows)  # 2 batches of 16.
   events = os.listdir(os.path.join(workdir, 'tensorboard'))
   assert any(e.startswith('events.out.tfevents') for e in events)
