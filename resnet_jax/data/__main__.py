@@ -1,0 +1,36 @@
+r"""Prepares a config's dataset once, then prints its DatasetMeta as JSON.
+
+    python -m resnet_jax.data --config=configs/cifar10.py \
+        [--config.data_dir=DIR] [--config.manual_dir=DIR] \
+        [--config.dataset=folder:PATH]
+
+Downloads only with --config.download=True (the default) and a reachable
+download host; offline it says within seconds what to do instead (one line
+on stderr, exit status 2).
+"""
+
+import dataclasses
+import json
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from resnet_jax import cli
+from resnet_jax import data
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  meta = data.prepare(_CONFIG.value)
+  print(json.dumps(dataclasses.asdict(meta)), flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  cli.run(main)

@@ -1,0 +1,109 @@
+"""Per-example tf.data image ops for the host pipeline; all output uint8.
+
+Randomness is stateless (`tf.random.stateless_*` from an explicit [2] seed), so
+an example's augmentation depends only on (config.seed, epoch, its position
+in the epoch): reproducible, independent of tf.data's parallelism, and
+identical after a resume.
+
+'cifar' mirrors `preprocess.crop_flip` (the on-device version) exactly:
+zero-pad 4, crop at a uniform offset in [0, 8]^2, flip with probability 1/2.
+'imagenet' is the Inception-style random resized crop (area 8-100 %, aspect
+3/4-4/3, 10 attempts, else a centre crop) + flip; eval takes the centre
+224/256 of the shorter side, resized to the output size (= resize to
+256/224 x size, centre crop). Resizing is bilinear with antialiasing.
+"""
+
+import tensorflow as tf
+
+CIFAR_PAD = 4
+EVAL_CROP_FRACTION = 224 / 256
+AREA_RANGE = (0.08, 1.0)
+ASPECT_RANGE = (3 / 4, 4 / 3)
+CROP_ATTEMPTS = 10
+
+
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def resize(image: tf.Tensor, size: int) -> tf.Tensor:
+  """Resizes to size x size (uint8 in and out); a no-op when already there."""
+  if image.shape[0] == size and image.shape[1] == size:
+    return image
+  out = tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+  return _to_uint8(out)
+
+
+def decode(encoded: tf.Tensor) -> tf.Tensor:
+  """JPEG/PNG/BMP/GIF bytes -> uint8 [H, W, 3]."""
+  return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def crop_flip(image: tf.Tensor, offset: tf.Tensor, flip: tf.Tensor,
+              pad: int = CIFAR_PAD) -> tf.Tensor:
+  """Zero-pads by `pad`, crops H x W at `offset` (row, col), mirrors if `flip`."""
+  h, w, c = image.shape
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+  crop = tf.slice(padded, [offset[0], offset[1], 0], [h, w, c])
+  return tf.cond(flip, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
+
+
+def cifar_train(image: tf.Tensor, seed: tf.Tensor, pad: int = CIFAR_PAD) -> tf.Tensor:
+  """Random crop of the zero-padded image + random horizontal flip."""
+  s_crop, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  offset = tf.random.stateless_uniform([2], s_crop, 0, 2 * pad + 1, dtype=tf.int32)
+  flip = tf.random.stateless_uniform([], s_flip) < 0.5
+  return crop_flip(image, offset, flip, pad)
+
+
+def _image_shape(encoded: tf.Tensor, is_jpeg: bool):
+  if is_jpeg:
+    return tf.image.extract_jpeg_shape(encoded), None
+  image = decode(encoded)
+  return tf.shape(image), image
+
+
+def _crop(encoded, image, window, is_jpeg):
+  """Decodes only the window for JPEGs (much faster for large images)."""
+  if is_jpeg:
+    return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+  return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
+
+
+def _center_window(shape, fraction):
+  h, w = shape[0], shape[1]
+  side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * fraction, tf.int32)
+  side = tf.maximum(side, 1)
+  return tf.stack([(h - side + 1) // 2, (w - side + 1) // 2, side, side])
+
+
+def imagenet_train(encoded: tf.Tensor, seed: tf.Tensor, size: int,
+                   is_jpeg: bool) -> tf.Tensor:
+  """Random resized crop to size x size + random flip, from encoded bytes."""
+  s_box, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  shape, image = _image_shape(encoded, is_jpeg)
+  begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+      seed=s_box, min_object_covered=AREA_RANGE[0],
+      aspect_ratio_range=ASPECT_RANGE, area_range=AREA_RANGE,
+      max_attempts=CROP_ATTEMPTS, use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], box_size[0], box_size[1]])
+  # No box found in CROP_ATTEMPTS tries: TF returns the whole image; use the
+  # eval centre crop then, as the reference implementations do.
+  failed = tf.reduce_all(tf.equal(box_size[:2], shape[:2]))
+  window = tf.where(failed, _center_window(shape, EVAL_CROP_FRACTION), window)
+  crop = _crop(encoded, image, window, is_jpeg)
+  out = _to_uint8(tf.image.resize(crop, [size, size], method='bilinear',
+                                  antialias=True))
+  out = tf.ensure_shape(out, [size, size, 3])
+  flip = tf.random.stateless_uniform([], s_flip) < 0.5
+  return tf.cond(flip, lambda: tf.reverse(out, axis=[1]), lambda: out)
+
+
+def imagenet_eval(encoded: tf.Tensor, size: int, is_jpeg: bool) -> tf.Tensor:
+  """Centre 224/256 of the shorter side, resized to size x size."""
+  shape, image = _image_shape(encoded, is_jpeg)
+  crop = _crop(encoded, image, _center_window(shape, EVAL_CROP_FRACTION), is_jpeg)
+  out = _to_uint8(tf.image.resize(crop, [size, size], method='bilinear',
+                                  antialias=True))
+  return tf.ensure_shape(out, [size, size, 3])
