@@ -1,6 +1,8 @@
 """What every command-line entry point shares: user-facing errors and multi-host set-up."""
 
 import functools
+import logging as std_logging
+import os
 import re
 import sys
 from typing import Callable
@@ -78,8 +80,23 @@ def _one_line(error: Exception) -> str:
   return ' '.join(lines)
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO records of libraries that narrate every save and dataset read.
+
+  orbax logs ~20 INFO lines per checkpoint; the console should show the run.
+  Their warnings and errors still come through.
+  """
+  _NOISY = (f'{os.sep}orbax{os.sep}', f'{os.sep}tensorflow_datasets{os.sep}',
+            f'{os.sep}jax{os.sep}_src{os.sep}')
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return (record.levelno >= std_logging.WARNING
+            or not any(n in record.pathname for n in self._NOISY))
+
+
 def run(main: Callable) -> None:
   """absl's app.run for `main`, with user errors reported as one line."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(user_errors(main), flags_parser=parse_flags)
 
 

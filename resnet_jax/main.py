@@ -11,7 +11,6 @@ checkpoint. Bad input exits with status 2 and a one-line reason.
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from resnet_jax import cli
@@ -33,7 +32,6 @@ def main(argv):
   result = train.train_and_evaluate(config, FLAGS.workdir)
   summary = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                       for k, v in result.items())
-  logging.info('Done: %s', summary)
   print(summary)
   return 0
 
