@@ -32,6 +32,8 @@ def get_config(arg=None):
         f"unknown model {args.model!r}; valid: 'r50', 'cifar20'")
   config.dataset = 'fake'
   config.augment = 'none'
+  config.warmup_epochs = 0.0  # 'Epochs' of fake data mean nothing.
+  config.warmup_steps = 0
   config.num_train_steps = 200
   config.log_every_steps = 50
   config.eval_every_steps = 200

@@ -49,7 +49,6 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
     ConfigError: no usable checkpoint, or it does not match the config's model.
   """
   # Imported here so that `--help` and flag errors do not wait for JAX.
-  from flax import jax_utils  # pylint: disable=g-import-not-at-top
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from resnet_jax import data  # pylint: disable=g-import-not-at-top
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
@@ -64,7 +63,7 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
   state = exp.init_state()
   params, batch_stats, info = checkpoint.load_weights(path, state.params,
                                                       state.batch_stats)
-  state = jax_utils.replicate(state.replace(params=params, batch_stats=batch_stats))
+  state = train.replicate(state.replace(params=params, batch_stats=batch_stats))
   metrics = train.evaluate(exp.p_eval_step(), state,
                            data.create_eval_iter(config, exp.meta))
   record = info['record']

@@ -260,6 +260,16 @@ class Experiment:
         axis_name=AXIS)
 
 
+def replicate(tree):
+  """Copies `tree` to every local device, laid out as the pmapped steps return it.
+
+  The steps return the state sharded over a mesh axis named AXIS; an input laid
+  out over flax's default axis name would make the second step compile the
+  whole train step again.
+  """
+  return jax_utils.replicate(tree, axis_name=AXIS)
+
+
 def check_devices(config: ml_collections.ConfigDict) -> None:
   """Fails early when the global batch does not split evenly over the devices."""
   n = jax.device_count()
@@ -416,7 +426,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   p_train_step = exp.p_train_step()
   p_eval_step = exp.p_eval_step()
-  state = jax_utils.replicate(state)
+  state = replicate(state)
   train_iter = data.create_train_iter(config, exp.meta, start_step=start_step)
 
   progress = _progress_bar(total, start_step, enabled=is_main)

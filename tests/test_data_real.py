@@ -96,7 +96,6 @@ def _worker(tmp, index: int, count: int, coordinator: str) -> None:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
                                process_id=index)
-  from flax import jax_utils
   import numpy as np
   from resnet_jax import data
   from resnet_jax import train
@@ -110,7 +109,7 @@ def _worker(tmp, index: int, count: int, coordinator: str) -> None:
     batch = jax.tree.map(np.asarray, batch)
     ids += image_ids(batch['image'])[batch['mask']].tolist()
     num_batches += 1
-  state = jax_utils.replicate(exp.init_state())
+  state = train.replicate(exp.init_state())
   metrics = train.evaluate(exp.p_eval_step(), state, data.create_eval_iter(config, exp.meta))
   print(json.dumps({'ids': ids, 'num_batches': num_batches, 'metrics': metrics}))
 
