@@ -17,7 +17,6 @@ import time
 
 import flax
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
@@ -35,29 +34,12 @@ TINY = {'model.depth': 8, 'image_size': 16, 'batch_size': 16, 'eval_batch_size':
         'on_device_data': True, 'augment': 'cifar'}
 
 
-_COMPILE_SETTINGS = {'jax_disable_most_optimizations': True,
-                     'jax_persistent_cache_min_compile_time_secs': 0}
-_cache_dir = None
+_cache_env = {}  # Compile settings and cache for subprocesses (conftest.compile_cache).
 
 
 @pytest.fixture(scope='module', autouse=True)
-def _fast_compile(tmp_path_factory):
-  """Unoptimised XLA, and one persistent compilation cache for all runs here.
-
-  The cache is shared with the subprocesses (and test_evaluate): a program
-  compiled by one run is loaded by the next instead of compiled again.
-  """
-  global _cache_dir
-  _cache_dir = str(tmp_path_factory.getbasetemp() / 'jax_compilation_cache')
-  settings = {**_COMPILE_SETTINGS, 'jax_compilation_cache_dir': _cache_dir}
-  previous = {k: jax.config.values[k] for k in settings}
-  for k, v in settings.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()  # Take the new directory into account.
-  yield
-  for k, v in previous.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+def _shared_compile_cache(compile_cache):
+  _cache_env.update(compile_cache)
 
 
 def tiny_config(**overrides):
@@ -70,9 +52,7 @@ def config_flags(**overrides) -> list[str]:
 
 
 def subprocess_env(**extra) -> dict[str, str]:
-  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-              JAX_COMPILATION_CACHE_DIR=_cache_dir,
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', PYTHONPATH=REPO, **extra)
+  return dict(os.environ, **_cache_env, PYTHONPATH=REPO, **extra)
 
 
 def leaves_equal(a, b) -> bool:

@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
 from resnet_jax import configlib
@@ -20,25 +18,12 @@ TINY = {'model.depth': 8, 'image_size': 16, 'batch_size': 16, 'eval_batch_size':
         'num_eval_batches': -1, 'log_every_steps': 1, 'warmup_steps': 0,
         'num_train_steps': 2, 'checkpoint_every_steps': 1, 'eval_every_steps': 100_000,
         'on_device_data': True, 'augment': 'cifar'}
-_cache_dir = None
+_cache_env = {}  # Compile settings and cache for subprocesses (conftest.compile_cache).
 
 
 @pytest.fixture(scope='module', autouse=True)
-def _fast_compile(tmp_path_factory):
-  """Unoptimised XLA and a persistent compilation cache shared with subprocesses."""
-  global _cache_dir
-  _cache_dir = str(tmp_path_factory.getbasetemp() / 'jax_compilation_cache')
-  settings = {'jax_disable_most_optimizations': True,
-              'jax_persistent_cache_min_compile_time_secs': 0,
-              'jax_compilation_cache_dir': _cache_dir}
-  previous = {k: jax.config.values[k] for k in settings}
-  for k, v in settings.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
-  yield
-  for k, v in previous.items():
-    jax.config.update(k, v)
-  compilation_cache.reset_cache()
+def _shared_compile_cache(compile_cache):
+  _cache_env.update(compile_cache)
 
 
 def tiny_config(**overrides):
@@ -46,9 +31,7 @@ def tiny_config(**overrides):
 
 
 def run_evaluate(*args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-             JAX_COMPILATION_CACHE_DIR=_cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  env = dict(os.environ, **_cache_env)
   return subprocess.run([sys.executable, '-m', 'resnet_jax.evaluate', *args], env=env,
                         cwd=REPO, capture_output=True, text=True, timeout=300)
 

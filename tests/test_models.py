@@ -24,14 +24,7 @@ from resnet_jax.models import blocks
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compile():
-  # These tests compile many small, different graphs once each: XLA's
-  # optimisation passes would dominate their time.
-  old = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compile')
 
 
 def _abstract(model, hw=32, batch=1):

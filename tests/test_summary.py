@@ -16,14 +16,7 @@ from resnet_jax import summary
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compile():
-  # Compile time dominates; XLA's FLOP count is the same without its
-  # optimisation passes (7,997,334,528 for ResNet-50 at 224 either way).
-  old = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compile')
 
 
 def test_count_params_is_an_exact_integer():
