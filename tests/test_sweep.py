@@ -82,7 +82,9 @@ def test_depth_shortcut_presets():
   d20 = next(p for p in paper.points if p.name == 'd20-A-s2')
   assert d20.overrides == {'seed': 2, 'dataset': 'cifar10'}  # The recipe as it is.
   d110 = next(p for p in paper.points if p.name == 'd110-none-s0')
-  assert d110.overrides['warmup_steps'] == 400
+  # The paper's warm-up for ResNet-110 comes with the config, not the sweep.
+  assert configlib.load(sweep.resolve_config_path(d110.config, paper.source),
+                        d110.overrides).warmup_steps == 400
   # Every point's config and overrides load (the names are real config fields).
   for p in smoke.points[:4] + paper.points[-4:]:
     config = configlib.load(sweep.resolve_config_path(p.config, smoke.source),
@@ -115,6 +117,12 @@ def test_imagenet_table3_grid():
     assert config.model.shortcut == p.tags['shortcut']
     assert config.data_dir == '/data/tfds'
     assert config.batch_size == 256 and config.num_train_steps == 600_000
+  # The smoke preset trains on synthetic data, with no warmup longer than the run.
+  smoke = sweep.load_sweep(TABLE3 + ':preset=smoke').points[-1]
+  config = configlib.load(sweep.resolve_config_path(smoke.config, table3.source),
+                          smoke.overrides)
+  assert config.dataset == 'fake' and config.warmup_epochs == 0
+  assert config.model.depth == 152
 
 
 def test_select_only_and_index():
@@ -143,7 +151,11 @@ def _statuses(workdir, names):
   return {n: json.loads((workdir / n / 'status.json').read_text()) for n in names}
 
 
-def test_run_records_failures_then_skips_finished_points(tmp_path, capsys):
+def test_run_records_failures_then_skips_finished_points(tmp_path, capsys, monkeypatch,
+                                                         compile_cache):
+  # The points' processes inherit the environment: unoptimised XLA, shared cache.
+  for key, value in compile_cache.items():
+    monkeypatch.setenv(key, value)
   spec = _write_sweep(tmp_path, """
       sweep.Point('ok', CONFIG, dict(TINY)),
       sweep.Point('badfield', CONFIG, {**TINY, 'no_such_field': 1}),
