@@ -277,7 +277,9 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
     b = config[name]
     if name == 'eval_batch_size' and b == 0:
       continue
-    if b <= 0 or b % n:
+    if b <= 0:
+      raise ConfigError(f'{name}={b} must be positive (and a multiple of the {n} devices)')
+    if b % n:
       raise ConfigError(
           f'{name}={b} does not divide over the {n} devices '
           f'({jax.process_count()} process(es) x {jax.local_device_count()} local): '

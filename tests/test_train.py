@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -201,3 +202,25 @@ def test_main_end_to_end_with_mock_data(tmp_path):
   assert all(r['eval_count'] == 32 for r in eval_rows)  # 2 batches of 16.
   events = os.listdir(os.path.join(workdir, 'tensorboard'))
   assert any(e.startswith('events.out.tfevents') for e in events)
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, fast_compile):
+  """A loss that turns NaN stops the run with the step in the message, unsaved."""
+  del fast_compile
+  finite_loss = train.cross_entropy_loss
+
+  def nan_loss(logits, labels, num_classes, label_smoothing=0.0):
+    return finite_loss(logits, labels, num_classes, label_smoothing) * jnp.nan
+
+  config = configlib.load(os.path.join(REPO, 'configs/fake_data.py:model=cifar20'), {
+      'model.depth': 8, 'image_size': 16, 'batch_size': 8, 'num_classes': 10,
+      'num_train_steps': 12, 'log_every_steps': 4, 'checkpoint_every_steps': 1,
+      'eval_every_steps': 100})
+  with pytest.raises(train.NonFiniteLossError, match=r'loss became nan at step \d+'
+                     ) as error:
+    with monkeypatch.context() as m:
+      m.setattr(train, 'cross_entropy_loss', nan_loss)
+      train.train_and_evaluate(config, str(tmp_path))
+  # Found at the first step's sync, before any checkpoint of the broken state.
+  assert re.search(r'at step (\d+)', str(error.value)).group(1) == '1'
+  assert not [d for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()]
