@@ -94,7 +94,7 @@ def test_depth_shortcut_presets():
 
 
 @pytest.mark.parametrize('arg, message', [
-    ('preset=huge', "unknown preset 'huge'; valid presets: paper, short, smoke"),
+    ('preset=huge', "unknown preset 'huge'; valid presets: paper, short, cpu, smoke"),
     ('presets=smoke', "unknown config argument 'presets'"),
     ('seeds=0', 'seeds=0 must be at least 1'),
 ])
