@@ -16,6 +16,10 @@ from resnet_jax.errors import NonFiniteLossError
 
 # Exit status for bad input (like argparse): the message says what to change.
 EXIT_BAD_INPUT = 2
+# Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint
+# (sysexits' EX_TEMPFAIL): not finished, not failed; rerunning resumes. Job
+# scripts and schedulers can tell it from 0 (done) without reading the log.
+EXIT_PREEMPTED = 75
 
 
 def user_errors(main: Callable) -> Callable:

@@ -5,7 +5,9 @@ r"""Trains and evaluates a ResNet: the command researchers run every day.
         --workdir=runs/c56 --config.seed=1
 
 Rerunning the same command with the same workdir resumes from its newest
-checkpoint. Bad input exits with status 2 and a one-line reason.
+checkpoint. Exit status: 0 finished; 75 stopped by SIGTERM/SIGINT after saving
+a checkpoint (rerun to resume); 2 bad input, with a one-line reason; 1 a
+non-finite loss.
 """
 
 
@@ -33,7 +35,7 @@ def main(argv):
   summary = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                       for k, v in result.items())
   print(summary)
-  return 0
+  return cli.EXIT_PREEMPTED if result['preempted'] else 0
 
 
 if __name__ == '__main__':

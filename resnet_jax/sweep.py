@@ -22,7 +22,7 @@ Commands (the sweep argument takes `:key=value` like configs do):
 with the process output and `status.json`), runs points one after another or
 `--parallel=N` at a time, skips finished points, resumes interrupted ones (main
 resumes from its checkpoints), records failures and goes on, and exits 1 if any
-point failed. A point is finished when its `status.json` says the process exited
+point failed (75 if none failed but one was stopped by a signal: rerun to resume). A point is finished when its `status.json` says the process exited
 0 and `metrics.jsonl` holds an eval row at the final step.
 """
 
@@ -48,6 +48,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from resnet_jax import cli
 from resnet_jax import configlib
 from resnet_jax.configlib import ConfigError
 
@@ -472,7 +473,9 @@ class _Job:
     rows = read_metrics(self.point_dir)
     tail = log_tail(self.point_dir, offset=self.log_offset)
     final = final_eval(rows, self.expected)
-    preempted = any('preempted=True' in line for line in tail)
+    # Status 75 is how main says it saved a checkpoint and stopped on a signal;
+    # the log line covers a runner that reports 0 regardless.
+    preempted = rc == cli.EXIT_PREEMPTED or any('preempted=True' in line for line in tail)
     if rc == 0 and final is not None and not preempted:
       state, note = 'done', ''
     elif interrupted or preempted:
@@ -1154,7 +1157,10 @@ def _cmd_run(args) -> int:
   print(f'wall time {time.monotonic() - start:.0f} s')
   if received is not None:
     return 128 + received
-  return EXIT_FAILED if any(o.state in ('failed', 'busy') for o in outcomes) else 0
+  if any(o.state in ('failed', 'busy') for o in outcomes):
+    return EXIT_FAILED
+  # A point stopped by a signal sent to it alone: not finished, rerun resumes it.
+  return cli.EXIT_PREEMPTED if any(o.state == 'interrupted' for o in outcomes) else 0
 
 
 def _cmd_list(args) -> int:

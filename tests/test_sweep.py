@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 
+from resnet_jax import cli
 from resnet_jax import configlib
 from resnet_jax import sweep
 
@@ -385,3 +386,18 @@ def test_failure_reason_prefers_the_error_line():
   assert sweep.failure_reason(tail) == 'TypeError: f() missing 1 argument'
   assert sweep.failure_reason(['a', 'b']) == 'b'
   assert sweep.failure_reason([]) == 'no output'
+
+
+def test_a_point_that_exits_preempted_is_interrupted_not_done(tmp_path, capsys,
+                                                             monkeypatch):
+  """main's status 75 (checkpoint saved on SIGTERM) leaves the point to resume."""
+  spec = _write_sweep(tmp_path, """
+      sweep.Point('p', CONFIG, dict(TINY)),""")
+  # A stand-in for main stopped by a signal sent to it alone: the sweep was not.
+  monkeypatch.setattr(sweep, 'point_command', lambda *a: [
+      sys.executable, '-c', f'import sys; sys.exit({cli.EXIT_PREEMPTED})'])
+  workdir = tmp_path / 'runs'
+  assert sweep.main(['run', spec, f'--workdir={workdir}']) == cli.EXIT_PREEMPTED
+  status = _statuses(workdir, ['p'])['p']
+  assert status['state'] == 'interrupted' and status['returncode'] == cli.EXIT_PREEMPTED
+  assert 'interrupted' in capsys.readouterr().out
