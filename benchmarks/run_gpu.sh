@@ -118,6 +118,13 @@ group_cifar() {
   # Tiny steps are launch-bound: what CUDA graphs (command buffers) are worth.
   bench paper_bf16_no_cmd_buffer '--xla_gpu_enable_command_buffer=' "${PAPER[@]}" \
     --config.dtype=bfloat16 "${common[@]}"
+  # On XLA:CPU identity shortcuts make ResNet-110's backward 2.7x slower than 1x1
+  # projections of the same FLOPs (RESULTS.md): does XLA:GPU do the same?
+  local s
+  for s in A C; do
+    bench "c110_bf16_$s" '' --config=$C20 --config.model.depth=110 --config.model.shortcut=$s \
+      --config.dtype=bfloat16 --steps=100 --warmup=10 --repeats=3
+  done
 }
 
 R50_COMMON=(--config=$R50 --steps=20 --warmup=5 --repeats=3)

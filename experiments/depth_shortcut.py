@@ -20,6 +20,11 @@ Arguments (after ':', comma-separated):
              when the CPU is not shared. Checks the pipeline end to end; its
              errors say nothing about the paper.
   seeds  - seeds per configuration (0..seeds-1); default 1.
+  warmup - linear lr warmup in steps for every point (default -1: the preset's,
+             which is the recipe's: none, 400 steps for ResNet-110). At lr 0.1
+             from step 0 the deeper nets first blow up, then sit at chance for a
+             while (also in PyTorch from the same weights: experiments/README.md);
+             short presets need e.g. warmup=100 to see more than that.
   dataset - 'auto' (default): the CIFAR-10 JPEG copy at ../shared/data beside
              the project when it exists, else tfds 'cifar10'; or any
              config.dataset value, e.g. folder:/data/cifar10-jpeg-q75.tar.gz.
@@ -112,16 +117,23 @@ def _dataset_label(dataset: str) -> str:
 
 
 def get_sweep(arg=None) -> sweep.Sweep:
-  args = configlib.parse_arg(arg, preset='paper', seeds=1, dataset='auto')
+  args = configlib.parse_arg(arg, preset='paper', seeds=1, dataset='auto', warmup=-1)
   if args.preset not in PRESETS:
     raise configlib.ConfigError(
         f'unknown preset {args.preset!r}; valid presets: {", ".join(PRESETS)}')
   if args.seeds < 1:
     raise configlib.ConfigError(f'seeds={args.seeds} must be at least 1')
+  if args.warmup < -1:
+    raise configlib.ConfigError(f'warmup={args.warmup} must be -1 (the preset\'s) or >= 0')
   fixed = {'dataset': dataset_value(args.dataset), **PRESETS[args.preset]}
+  name = f'depth_shortcut-{args.preset}'
+  if args.warmup >= 0:
+    fixed['warmup_steps'] = args.warmup
+    name += f'-warmup{args.warmup}'
 
   def overrides(seed, **_):
-    # ResNet-110's warm-up (the paper's lr-0.01 start) comes with configs/cifar10.py.
+    # ResNet-110's warm-up (the paper's lr-0.01 start) comes with configs/cifar10.py,
+    # unless the warmup argument overrides it.
     return {'seed': seed, **fixed}
 
   points = sweep.product(
@@ -130,10 +142,11 @@ def get_sweep(arg=None) -> sweep.Sweep:
       overrides=overrides,
       depth=DEPTHS, shortcut=SHORTCUTS, seed=range(args.seeds))
   return sweep.Sweep(
-      points=points, paper_results=PAPER_TABLE6, name=f'depth_shortcut-{args.preset}',
+      points=points, paper_results=PAPER_TABLE6, name=name,
       description=(f'{_dataset_label(fixed["dataset"])}: test error of CIFAR ResNets by '
                    'depth and shortcut option (none = plain net); He et al. 2015, '
                    f'Table 6 and Fig. 6. Preset `{args.preset}`'
+                   + (f', warmup {args.warmup} steps' if args.warmup >= 0 else '')
                    + (' (a pipeline check, not comparable to the paper).'
                       if args.preset == 'smoke' else '.')),
       notes=NOTES, x='depth', series='shortcut',

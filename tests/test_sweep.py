@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,13 @@ def test_depth_shortcut_presets():
   # The paper's warm-up for ResNet-110 comes with the config, not the sweep.
   assert configlib.load(sweep.resolve_config_path(d110.config, paper.source),
                         d110.overrides).warmup_steps == 400
+  # warmup= overrides every point's, ResNet-110's too, and names the sweep.
+  warm = sweep.load_sweep(DEPTH_SHORTCUT + ':preset=cpu,warmup=100,dataset=cifar10')
+  assert warm.name == 'depth_shortcut-cpu-warmup100'
+  assert {p.overrides['warmup_steps'] for p in warm.points} == {100}
+  d110 = next(p for p in warm.points if p.name == 'd110-A-s0')
+  assert configlib.load(sweep.resolve_config_path(d110.config, warm.source),
+                        d110.overrides).warmup_steps == 100
   # Every point's config and overrides load (the names are real config fields).
   for p in smoke.points[:4] + paper.points[-4:]:
     config = configlib.load(sweep.resolve_config_path(p.config, smoke.source),
@@ -98,9 +106,10 @@ def test_depth_shortcut_presets():
     ('preset=huge', "unknown preset 'huge'; valid presets: paper, short, cpu, smoke"),
     ('presets=smoke', "unknown config argument 'presets'"),
     ('seeds=0', 'seeds=0 must be at least 1'),
+    ('warmup=-5', "warmup=-5 must be -1 (the preset's) or >= 0"),
 ])
 def test_depth_shortcut_bad_arguments(arg, message):
-  with pytest.raises(configlib.ConfigError, match=message.replace('(', r'\(')):
+  with pytest.raises(configlib.ConfigError, match=re.escape(message)):
     sweep.load_sweep(f'{DEPTH_SHORTCUT}:{arg}')
 
 
