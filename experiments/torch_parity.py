@@ -179,15 +179,18 @@ def main(argv):
                          jnp.zeros((1, *exp.meta.image_shape), jnp.float32), train=False)
   params, batch_stats = variables['params'], variables['batch_stats']
 
+  def by_path(tree) -> dict[tuple[str, ...], np.ndarray]:
+    return {tuple(k.key for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
   net = torch_resnet(spec, exp.num_classes).train()
-  by_path = {tuple(k.key for k in path): leaf
-             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  params_by_path = by_path(params)
   torch_names = dict(net.named_parameters())
-  if len(torch_names) != len(by_path):
-    raise AssertionError(f'{len(torch_names)} torch tensors vs {len(by_path)} flax ones')
+  if len(torch_names) != len(params_by_path):
+    raise AssertionError(f'{len(torch_names)} torch tensors vs {len(params_by_path)} flax ones')
   with torch.no_grad():
     for name, p in torch_names.items():
-      p.copy_(torch.from_numpy(np.array(to_torch_layout(np.asarray(by_path[jax_path(name)])))))
+      p.copy_(torch.from_numpy(np.array(to_torch_layout(params_by_path[jax_path(name)]))))
 
   def loss_fn(p, bs, x, y, model=model):
     logits, updates = model.apply({'params': p, 'batch_stats': bs}, x, train=True,
@@ -230,8 +233,7 @@ def main(argv):
   loss_t = F.cross_entropy(logits_t, yt)
   loss_t.backward()
   torch_names64 = dict(net64.named_parameters())
-  grads_by_path = {tuple(k.key for k in path): np.asarray(g)
-                   for path, g in jax.tree_util.tree_flatten_with_path(grads_j)[0]}
+  grads_by_path = by_path(grads_j)
   grad_err, worst = 0.0, ''
   for name, p in torch_names64.items():
     gj = to_torch_layout(grads_by_path[jax_path(name)])

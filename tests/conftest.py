@@ -3,6 +3,7 @@
 import contextlib
 import os
 import sys
+from typing import Callable
 
 import pytest
 
@@ -60,3 +61,14 @@ def compile_cache(tmp_path_factory) -> dict[str, str]:
            'JAX_COMPILATION_CACHE_DIR': cache_dir,
            'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
   compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope='module')
+def child_env(compile_cache) -> Callable[..., dict[str, str]]:
+  """`child_env(**extra)`: the environment of a subprocess running this repository's
+  code with compile_cache's settings and cache, plus `extra` variables."""
+
+  def env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, **compile_cache, PYTHONPATH=REPO_ROOT, **extra)
+
+  return env

@@ -35,12 +35,8 @@ TINY = {'model.depth': 8, 'image_size': 16, 'batch_size': 16, 'eval_batch_size':
         'on_device_data': True, 'augment': 'cifar'}
 
 
-_cache_env = {}  # Compile settings and cache for subprocesses (conftest.compile_cache).
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _shared_compile_cache(compile_cache):
-  _cache_env.update(compile_cache)
+# Unoptimised XLA and a compilation cache shared with the subprocesses (child_env).
+pytestmark = pytest.mark.usefixtures('compile_cache')
 
 
 def tiny_config(**overrides):
@@ -50,10 +46,6 @@ def tiny_config(**overrides):
 def config_flags(**overrides) -> list[str]:
   return [f'--config={CONFIG}'] + [f'--config.{k}={v}' for k, v in
                                    {**TINY, **overrides}.items()]
-
-
-def subprocess_env(**extra) -> dict[str, str]:
-  return dict(os.environ, **_cache_env, PYTHONPATH=REPO, **extra)
 
 
 def leaves_equal(a, b) -> bool:
@@ -318,7 +310,8 @@ _SLOW_COMMIT = textwrap.dedent('''
 ''')
 
 
-def test_kill_9_during_a_save_resumes_from_the_previous_checkpoint(tmp_path, caplog):
+def test_kill_9_during_a_save_resumes_from_the_previous_checkpoint(tmp_path, caplog,
+                                                                    child_env):
   workdir = str(tmp_path / 'run')
   marker = str(tmp_path / 'saving')
   overrides = {'num_train_steps': 6, 'checkpoint_every_steps': 2,
@@ -326,7 +319,7 @@ def test_kill_9_during_a_save_resumes_from_the_previous_checkpoint(tmp_path, cap
   proc = subprocess.Popen(
       [sys.executable, '-c', _SLOW_COMMIT, f'--workdir={workdir}',
        *config_flags(**overrides)],
-      cwd=REPO, env=subprocess_env(SLOW_STEP='4', MARKER=marker),
+      cwd=REPO, env=child_env(SLOW_STEP='4', MARKER=marker),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: os.path.exists(marker), proc)
   proc.kill()  # SIGKILL
@@ -355,7 +348,8 @@ _EIGHT_DEVICES = textwrap.dedent('''
 
 
 def test_sigterm_on_8_devices_checkpoints_exits_cleanly_and_resumes_on_1(tmp_path,
-                                                                          caplog):
+                                                                          caplog,
+                                                                          child_env):
   """Preemption of an 8-device run; its checkpoint resumes on 1 device."""
   workdir = str(tmp_path / 'run')
   overrides = {'num_train_steps': 100_000, 'checkpoint_every_steps': 100_000,
@@ -363,7 +357,7 @@ def test_sigterm_on_8_devices_checkpoints_exits_cleanly_and_resumes_on_1(tmp_pat
   proc = subprocess.Popen(
       [sys.executable, '-c', _EIGHT_DEVICES, f'--workdir={workdir}',
        *config_flags(**overrides)],
-      cwd=REPO, env=subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8'),
+      cwd=REPO, env=child_env(XLA_FLAGS='--xla_force_host_platform_device_count=8'),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: len(_train_rows(workdir)) >= 2, proc)
   proc.send_signal(signal.SIGTERM)

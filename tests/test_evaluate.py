@@ -18,20 +18,15 @@ TINY = {'model.depth': 8, 'image_size': 16, 'batch_size': 16, 'eval_batch_size':
         'num_eval_batches': -1, 'log_every_steps': 1, 'warmup_steps': 0,
         'num_train_steps': 2, 'checkpoint_every_steps': 1, 'eval_every_steps': 100_000,
         'on_device_data': True, 'augment': 'cifar'}
-_cache_env = {}  # Compile settings and cache for subprocesses (conftest.compile_cache).
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _shared_compile_cache(compile_cache):
-  _cache_env.update(compile_cache)
+# Unoptimised XLA and a compilation cache shared with the subprocesses (child_env).
+pytestmark = pytest.mark.usefixtures('compile_cache')
 
 
 def tiny_config(**overrides):
   return configlib.load(os.path.join(REPO, CONFIG), {**TINY, **overrides})
 
 
-def run_evaluate(*args):
-  env = dict(os.environ, **_cache_env)
+def run_evaluate(env, *args):
   return subprocess.run([sys.executable, '-m', 'resnet_jax.evaluate', *args], env=env,
                         cwd=REPO, capture_output=True, text=True, timeout=300)
 
@@ -44,9 +39,9 @@ def trained(tmp_path_factory):
   return workdir, result
 
 
-def test_cli_reproduces_the_final_eval_of_training(trained):
+def test_cli_reproduces_the_final_eval_of_training(trained, child_env):
   workdir, result = trained
-  proc = run_evaluate(f'--config={CONFIG}', f'--checkpoint={workdir}',
+  proc = run_evaluate(child_env(), f'--config={CONFIG}', f'--checkpoint={workdir}',
                       *[f'--config.{k}={v}' for k, v in TINY.items()])
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
@@ -79,14 +74,14 @@ def test_a_checkpoint_of_another_model_is_a_config_error(trained):
     evaluate.evaluate_checkpoint(tiny_config(**{'model.depth': 14}), workdir)
 
 
-def test_missing_checkpoint_exits_2_with_one_line(tmp_path):
+def test_missing_checkpoint_exits_2_with_one_line(tmp_path, child_env):
   missing = tmp_path / 'no_such_run'
-  proc = run_evaluate(f'--config={CONFIG}', f'--checkpoint={missing}')
+  proc = run_evaluate(child_env(), f'--config={CONFIG}', f'--checkpoint={missing}')
   assert proc.returncode == 2, proc.stderr[-2000:]
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert errors == [f'error: checkpoint path {missing} does not exist'], proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
   empty = tmp_path / 'empty'
   empty.mkdir()
-  proc = run_evaluate(f'--config={CONFIG}', f'--checkpoint={empty}')
+  proc = run_evaluate(child_env(), f'--config={CONFIG}', f'--checkpoint={empty}')
   assert proc.returncode == 2 and f'error: no checkpoint in {empty}' in proc.stderr
