@@ -58,6 +58,11 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.bn_momentum = 0.9
   # Zero-init the last norm scale in each residual branch (Goyal et al. 2017).
   m.zero_init_residual = False
+  # BatchNorm statistics in training over groups of this many devices ("ghost"
+  # / per-GPU BatchNorm, Goyal et al. 2017: 32 images per group); 0 = over all
+  # devices, i.e. the whole global batch. Running averages are then averaged
+  # over the groups, so every device keeps the same state.
+  m.bn_group_size = 0
   return m
 
 
@@ -88,6 +93,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Augmentation: 'cifar' (pad 4 + random crop + flip), 'imagenet' (random
   # resized crop + flip; eval resize + centre crop), or 'none'.
   config.augment = 'cifar'
+  # Evaluation transform of augment='imagenet'. 0: the centre 224/256 of the
+  # shorter side, resized to image_size (the TF ResNet reference). N > 0:
+  # torchvision's, the shorter side resized to N, then the centre image_size
+  # crop (torchvision evaluates its V1 weights at 256, its V2 weights at 232).
+  config.eval_resize = 0
   # Keep the whole dataset on the accelerators and augment inside the jitted
   # step (CIFAR-sized data only); False uses the tf.data host pipeline.
   config.on_device_data = False
@@ -97,6 +107,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.cache = 'memory'
   # What to do with an unreadable image in a folder dataset: 'skip' (warn, count) or 'error'.
   config.on_corrupt_image = 'skip'
+  # How 'folder:PATH' datasets are read: 'tfds' (prepare a tfds copy, read it
+  # with TensorFlow), 'pil' (decode with PIL into cached numpy arrays; needs
+  # on_device_data=True; the same pixels, labels and order), or 'auto' (tfds
+  # where TensorFlow imports, else pil).
+  config.folder_reader = 'auto'
   # Batches prefetched to the devices ahead of the step.
   config.prefetch_batches = 2
 
@@ -107,6 +122,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Compute dtype: 'float32', 'bfloat16' or 'float16' (params stay float32;
   # float16 uses dynamic loss scaling).
   config.dtype = 'float32'
+  # On a CPU only: XLA:CPU flags and model formulations that compute the same
+  # values faster there (resnet_jax/xla_options.py, models/fast_paths.py);
+  # never applied on a GPU or TPU. False: XLA's and the model's defaults.
+  config.cpu_fast_paths = True
 
   # --- Optimisation ---------------------------------------------------------
   # 'adam', 'adamw', 'sgd' (momentum) or 'nesterov' (SGD with Nesterov momentum).

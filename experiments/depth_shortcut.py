@@ -149,5 +149,5 @@ def get_sweep(arg=None) -> sweep.Sweep:
                    + (f', warmup {args.warmup} steps' if args.warmup >= 0 else '')
                    + (' (a pipeline check, not comparable to the paper).'
                       if args.preset == 'smoke' else '.')),
-      notes=NOTES, x='depth', series='shortcut',
+      notes=NOTES, x='depth', series='shortcut', average_over='seed',
       series_labels={'none': 'plain', 'A': 'A', 'B': 'B', 'C': 'C'})

@@ -119,5 +119,6 @@ def get_sweep(arg=None) -> sweep.Sweep:
       points=points, paper_results=PAPER_TABLE3, name=f'imagenet_table3-{args.preset}',
       description=('ImageNet validation error of plain-34, ResNet-34 with shortcut '
                    'options A/B/C, and ResNet-50/101/152; He et al. 2015, Table 3.'),
-      notes=NOTES, x='depth', series='shortcut', metrics=('top1', 'top5'),
+      notes=NOTES, x='depth', series='shortcut', average_over='seed',
+      metrics=('top1', 'top5'),
       series_labels={'none': 'plain'})

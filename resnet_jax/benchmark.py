@@ -7,9 +7,11 @@ r"""Training throughput of a config: images/s, step time, compile time and MFU.
         --batch_size=8 --steps=3 --warmup=1 --config.dtype=float32
 
 What is timed is the training step itself, exactly as `resnet_jax.train` runs
-it: `Experiment.p_train_step()` (the real `train_step`, pmapped over all local
-devices, state donated), on one synthetic batch that is already on the
-devices, so no input pipeline is in the timed loop. `--warmup` steps run
+it: `Experiment.compile_train_step()` (the real `train_step`, jit of shard_map
+over every device, state donated, compiled ahead of time), on one synthetic
+batch that is already on the devices, so no input pipeline is in the timed
+loop. The data of the config are never read: the benchmark runs on synthetic
+data of the config's image size and classes (or the dataset's known shape). `--warmup` steps run
 first and are excluded; the clock is read after `block_until_ready` at the two
 ends of the timed window only, so steps are dispatched back to back as in
 training (no host sync per step).
@@ -28,7 +30,8 @@ Prints one JSON line on stdout (logs go to stderr) and appends it to
                    listed in step_time_ms_windows)
   compile_s        trace + lower + XLA compile of the train step
   recompiles       XLA compilations after that while stepping (must be 0)
-  flops_per_step   XLA cost analysis of the compiled step, summed over devices
+  flops_per_step   XLA cost analysis of the compiled step (one device's
+                   program), times the number of devices
   mfu              flops_per_step / step time / (peak per device * devices);
                    null where the peak is unknown (CPU) and --peak_tflops unset
   model, image_size, batch_size, per_device_batch, dtype, device, platform,
@@ -49,7 +52,6 @@ sparsity) tensor-core / MXU peak for the compute dtype.
 import contextlib
 import dataclasses
 import datetime
-import functools
 import itertools
 import json
 import os
@@ -62,11 +64,11 @@ from absl import flags
 from absl import logging
 import flax
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
 from resnet_jax import cli
+from resnet_jax import parallel
 from resnet_jax import train
 from resnet_jax.data import devices as data_devices
 from resnet_jax.errors import ConfigError
@@ -140,7 +142,7 @@ def model_flop_utilization(flops_per_step: float, step_time_s: float,
 def compiled_flops(compiled: Any) -> float:
   """FLOPs per device that XLA's cost analysis reports for a compiled step.
 
-  For a pmapped function the analysis covers one device's program.
+  For a jit of shard_map the analysis covers one device's program.
   """
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # Older jax: one dict per computation.
@@ -148,25 +150,14 @@ def compiled_flops(compiled: Any) -> float:
   return float(analysis.get('flops', 0.0)) if analysis else 0.0
 
 
-def pmap_train_step(exp: train.Experiment, donate: bool) -> Callable:
-  """The pmapped train step; with `donate`, exactly the one training uses."""
-  if donate:
-    return exp.p_train_step()
-  # The same step without buffer donation, to measure what donation buys.
-  return jax.pmap(
-      functools.partial(train.train_step, learning_rate_fn=exp.learning_rate_fn,
-                        preprocess_fn=exp.preprocess_fn(), num_classes=exp.num_classes,
-                        label_smoothing=exp.config.label_smoothing),
-      axis_name=train.AXIS)
-
-
 def host_batch(exp: train.Experiment, image_dtype: str = 'uint8',
                seed: int = 0) -> dict[str, np.ndarray]:
-  """One random global batch on the host, laid out [local_devices, per_device, ...]."""
-  layout = data_devices.train_layout(exp.config)
+  """This process's share of one random global batch, on the host."""
+  layout = parallel.train_layout(exp.config)
   rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (*layout.shape, *exp.meta.image_shape), dtype=np.uint8)
-  labels = rng.integers(0, exp.num_classes, layout.shape, dtype=np.int32)
+  images = rng.integers(0, 256, (layout.per_process, *exp.meta.image_shape),
+                        dtype=np.uint8)
+  labels = rng.integers(0, exp.num_classes, (layout.per_process,), dtype=np.int32)
   return {'image': images.astype(image_dtype), 'label': labels}
 
 
@@ -182,12 +173,12 @@ def batches(exp: train.Experiment, host_input: str, prefetch: int) -> Iterator[A
       (0: transferred synchronously in the loop).
   """
   if host_input == 'none':
-    return itertools.repeat(data_devices.to_devices(host_batch(exp)))
+    return itertools.repeat(parallel.shard_batch(host_batch(exp), exp.mesh))
   # Two alternating host buffers: no batch is transferred twice in a row.
   host = itertools.cycle([host_batch(exp, host_input, seed) for seed in (0, 1)])
   if prefetch > 0:
-    return data_devices.prefetch_to_devices(host, prefetch)
-  return map(data_devices.to_devices, host)
+    return data_devices.prefetch_to_mesh(host, exp.mesh, prefetch)
+  return map(lambda b: parallel.shard_batch(b, exp.mesh), host)
 
 
 def transfer_ms(exp: train.Experiment, image_dtype: str, repeats: int = 5) -> float:
@@ -196,7 +187,7 @@ def transfer_ms(exp: train.Experiment, image_dtype: str, repeats: int = 5) -> fl
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(data_devices.to_devices(batch))
+    jax.block_until_ready(parallel.shard_batch(batch, exp.mesh))
     times.append(time.perf_counter() - start)
   return 1000 * statistics.median(times)
 
@@ -218,7 +209,7 @@ def count_compiles() -> Iterator[list[str]]:
     jax.monitoring.unregister_event_duration_listener(listener)
 
 
-def timed_steps(p_step: Callable, state: Any, batch_iter: Iterator[Any],
+def timed_steps(step_fn: Callable, state: Any, batch_iter: Iterator[Any],
                 steps: int) -> tuple[Any, float]:
   """Runs `steps` steps; returns the state and the seconds they took.
 
@@ -229,7 +220,7 @@ def timed_steps(p_step: Callable, state: Any, batch_iter: Iterator[Any],
   start = time.perf_counter()
   metrics = None
   for _ in range(steps):
-    state, metrics = p_step(state, next(batch_iter))
+    state, metrics = step_fn(state, next(batch_iter))
   jax.block_until_ready((state, metrics))
   return state, time.perf_counter() - start
 
@@ -273,40 +264,27 @@ class Timing:
     return statistics.median(self.step_times_s)
 
 
-def initial_state(exp: train.Experiment) -> train.TrainState:
-  """A fresh train state replicated over the local devices, as training feeds it."""
-  state = exp.init_state()
-  # As train_and_evaluate does: an int32 step (not TrainState.create's weakly
-  # typed 0), so every call has the same input types.
-  state = state.replace(step=jnp.asarray(state.step, jnp.int32))
-  # Replicated with the pmap axis name as mesh axis: the step's outputs come
-  # back with that sharding, and inputs sharded differently would make the
-  # second call compile the step again.
-  return train.replicate(state)
-
-
 def measure(exp: train.Experiment, *, steps: int, warmup: int, repeats: int,
             donate: bool, host_input: str, prefetch: int) -> Timing:
-  """Compiles the pmapped train step, runs `warmup` steps, then times windows."""
-  p_step = pmap_train_step(exp, donate)
-  state = initial_state(exp)
-  batch_iter = batches(exp, host_input, prefetch)
-  first = next(batch_iter)
-
+  """Compiles the train step (as training does), runs `warmup` steps, times windows."""
   start = time.perf_counter()
-  # The calls below reuse this executable (same shapes and shardings).
-  compiled = p_step.lower(state, first).compile()
+  # The executable training runs (ahead-of-time, memory checked); calling it
+  # never compiles again.
+  compiled = exp.compile_train_step(donate=donate)
   compile_s = time.perf_counter() - start
   flops = compiled_flops(compiled)
+  state = exp.init_state()
+  batch_iter = batches(exp, host_input, prefetch)
+  first = next(batch_iter)
   logging.info('Compiled in %.1f s; %.4g FLOPs per device per step.', compile_s, flops)
 
   windows = []
   with count_compiles() as compiles:
-    state, seconds = timed_steps(p_step, state, itertools.chain([first], batch_iter),
+    state, seconds = timed_steps(compiled, state, itertools.chain([first], batch_iter),
                                  warmup)
     logging.info('%d warmup steps in %.2f s.', warmup, seconds)
     for _ in range(repeats):
-      state, seconds = timed_steps(p_step, state, batch_iter, steps)
+      state, seconds = timed_steps(compiled, state, batch_iter, steps)
       windows.append(seconds / steps)
       logging.info('%d steps: %.2f ms/step.', steps, 1000 * windows[-1])
   if compiles:
@@ -330,7 +308,7 @@ def result_row(exp: train.Experiment, timing: Timing, *,
   flops = timing.flops_per_device * num_devices
   batch_size = int(config.batch_size)
   return {
-      'model': spec.name or f'{spec.family}-resnet{spec.depth}',
+      'model': spec.label,
       'model_description': spec.describe(),
       'image_size': int(exp.meta.image_shape[0]),
       'batch_size': batch_size,
@@ -356,6 +334,20 @@ def result_row(exp: train.Experiment, timing: Timing, *,
       'flax_version': flax.__version__,
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
   }
+
+
+def synthetic(config: Any) -> Any:
+  """The config on synthetic data of its dataset's input shape (no data needed).
+
+  Everything else stays: model, dtype, optimizer, batch, augmentation (with
+  `on_device_data`, the crop and flip run inside the step, as in training).
+  """
+  from resnet_jax import data  # pylint: disable=g-import-not-at-top
+  (size, _, _), classes = data.input_spec(config)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.dataset, config.image_size, config.num_classes = 'fake', size, classes
+  return config
 
 
 def run_benchmark(config: Any, *, steps: int = 20, warmup: int = 3, repeats: int = 1,
@@ -388,7 +380,7 @@ def run_benchmark(config: Any, *, steps: int = 20, warmup: int = 3, repeats: int
     raise ConfigError(f'--host_input={host_input!r}; valid: {", ".join(HOST_INPUTS)}')
   if prefetch < 0:
     raise ConfigError(f'--prefetch={prefetch} must be >= 0')
-  exp = train.setup_experiment(config)
+  exp = train.setup_experiment(synthetic(config))
   timing = measure(exp, steps=steps, warmup=warmup, repeats=repeats, donate=donate,
                    host_input=host_input, prefetch=prefetch)
   result = result_row(exp, timing, peak_tflops=peak_tflops)

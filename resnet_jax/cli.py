@@ -12,14 +12,10 @@ from absl import flags
 from absl import logging
 
 from resnet_jax.errors import ConfigError
+from resnet_jax.errors import EXIT_BAD_INPUT
+from resnet_jax.errors import EXIT_FAILED
+from resnet_jax.errors import EXIT_PREEMPTED  # pylint: disable=unused-import  (re-exported)
 from resnet_jax.errors import NonFiniteLossError
-
-# Exit status for bad input (like argparse): the message says what to change.
-EXIT_BAD_INPUT = 2
-# Exit status of a run stopped by SIGTERM/SIGINT after writing its checkpoint
-# (sysexits' EX_TEMPFAIL): not finished, not failed; rerunning resumes. Job
-# scripts and schedulers can tell it from 0 (done) without reading the log.
-EXIT_PREEMPTED = 75
 
 
 def user_errors(main: Callable) -> Callable:
@@ -39,7 +35,7 @@ def user_errors(main: Callable) -> Callable:
       return EXIT_BAD_INPUT
     except NonFiniteLossError as e:
       print(f'error: {e}', file=sys.stderr)
-      return 1
+      return EXIT_FAILED
 
   return wrapped
 

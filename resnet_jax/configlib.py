@@ -8,7 +8,6 @@ with `configlib.sibling(__file__, 'base')` instead, which works from any cwd.
 import ast
 import importlib.util
 import os
-import sys
 from typing import Any
 
 import ml_collections
@@ -16,17 +15,40 @@ import ml_collections
 from resnet_jax.errors import ConfigError  # pylint: disable=unused-import  (re-exported)
 
 
-def sibling(this_file: str, name: str):
-  """Imports `name`.py from the directory of `this_file` (a config's base)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(this_file)), name + '.py')
-  module_name = f'_resnet_jax_config_{name}_{abs(hash(path))}'
-  if module_name in sys.modules:
-    return sys.modules[module_name]
-  spec = importlib.util.spec_from_file_location(module_name, path)
+def load_module(path: str, kind: str = 'config'):
+  """Imports the Python file at `path` as a fresh module (configs, sweep files).
+
+  Config and sweep files are plain Python loaded by path, as `config_flags`
+  loads configs: they need not be importable as a package.
+
+  Args:
+    path: the file.
+    kind: what the file is, for the error message ('config', 'sweep').
+
+  Raises:
+    ConfigError: the file does not exist.
+  """
+  if not os.path.isfile(path):
+    raise ConfigError(f'{kind} file {path!r} does not exist')
+  path = os.path.abspath(path)
+  spec = importlib.util.spec_from_file_location(
+      f'_resnet_jax_{kind}_{os.path.splitext(os.path.basename(path))[0]}_'
+      f'{abs(hash(path))}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  sys.modules[module_name] = module
   return module
+
+
+def sibling(this_file: str, name: str):
+  """Imports `name`.py from the directory of `this_file` (a config's base), once."""
+  path = os.path.join(os.path.dirname(os.path.abspath(this_file)), name + '.py')
+  # Cached: configs derived from one base share its module (and its functions).
+  if path not in _SIBLINGS:
+    _SIBLINGS[path] = load_module(path)
+  return _SIBLINGS[path]
+
+
+_SIBLINGS = {}
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -85,13 +107,7 @@ def load(config_path: str, overrides: dict[str, Any] | None = None,
       or has the wrong type.
   """
   path, _, arg = config_path.partition(':')
-  if not os.path.isfile(path):
-    raise ConfigError(f'config file {path!r} does not exist')
-  spec = importlib.util.spec_from_file_location(
-      f'_resnet_jax_config_{abs(hash(os.path.abspath(path)))}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  config = load_module(path).get_config(arg or None)
   for key, value in (overrides or {}).items():
     apply_override(config, key, value)
   return config
@@ -111,3 +127,50 @@ def apply_override(config: ml_collections.ConfigDict, key: str, value: Any) -> N
     node[leaf] = value
   except TypeError as e:
     raise ConfigError(f'config field {key!r}: {e}') from e
+
+
+# configs/base.py of this checkout: every field's default (see load_stored).
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'configs', 'base.py')
+
+
+def _merge(config: ml_collections.ConfigDict, values: dict[str, Any]) -> None:
+  """Sets `values` (a nested dict) on `config`, adding fields it lacks."""
+  for key, value in values.items():
+    if isinstance(value, dict) and key in config and isinstance(
+        config[key], ml_collections.ConfigDict):
+      _merge(config[key], value)
+    elif key in config and isinstance(config[key], tuple) and isinstance(value, list):
+      config[key] = tuple(value)  # JSON has no tuples.
+    else:
+      config[key] = value
+
+
+def load_stored(path: str) -> ml_collections.ConfigDict:
+  """The config a run recorded in its workdir (`WORKDIR/config.json`), locked.
+
+  `path` is a workdir, its `checkpoints/` directory, a step directory, or the
+  config.json itself. Fields the record lacks (added to the code since) take
+  configs/base.py's defaults where this checkout has it. For evaluating,
+  resuming or exporting a run without repeating its --config.
+
+  Raises:
+    ConfigError: there is no config.json there.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.path.expanduser(path))
+  candidates = [path] if path.endswith('.json') else [
+      os.path.join(p, 'config.json') for p in (
+          path, os.path.dirname(path), os.path.dirname(os.path.dirname(path)))]
+  found = next((c for c in candidates if os.path.isfile(c)), None)
+  if found is None:
+    raise ConfigError(f'no config.json at or above {path}: pass --config (the config '
+                      'the checkpoint was trained with)')
+  with open(found, encoding='utf-8') as f:
+    values = json.load(f)
+  config = (load_module(BASE_CONFIG).get_config() if os.path.isfile(BASE_CONFIG)
+            else ml_collections.ConfigDict())
+  with config.unlocked():
+    _merge(config, values)
+  config.lock()
+  return config

@@ -5,20 +5,25 @@ r"""Trains and evaluates a ResNet: the command researchers run every day.
         --workdir=runs/c56 --config.seed=1
 
 Rerunning the same command with the same workdir resumes from its newest
-checkpoint. Exit status: 0 finished; 75 stopped by SIGTERM/SIGINT after saving
-a checkpoint (rerun to resume); 2 bad input, with a one-line reason; 1 a
-non-finite loss.
+checkpoint; a different config is refused (the fields that differ are listed)
+unless it only lengthens training or changes logging, evaluation or
+checkpoint periods, or --allow_config_change is given. Only one run at a time
+holds a workdir. Exit status: 0 finished; 75 stopped by SIGTERM/SIGINT after
+saving a checkpoint (rerun to resume); 2 bad input, with a one-line reason
+(also: out of memory, a workdir in use); 1 a non-finite loss.
 """
 
-
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax import cli
+from resnet_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the config.')
+flags.DEFINE_boolean('allow_config_change', False,
+                     'Resume a workdir whose checkpoints were written under another '
+                     'config (the differences are logged and recorded).')
 config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/cifar10.py:depth=56,shortcut=A.',
     lock_config=True)
@@ -27,15 +32,16 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise errors.ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = FLAGS.config
   cli.maybe_initialize_distributed(config)
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
-  result = train.train_and_evaluate(config, FLAGS.workdir)
+  result = train.train_and_evaluate(config, FLAGS.workdir,
+                                    allow_config_change=FLAGS.allow_config_change)
   summary = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
                       for k, v in result.items())
   print(summary)
-  return cli.EXIT_PREEMPTED if result['preempted'] else 0
+  return errors.EXIT_PREEMPTED if result['preempted'] else errors.EXIT_OK
 
 
 if __name__ == '__main__':

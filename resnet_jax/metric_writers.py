@@ -1,7 +1,8 @@
 """Where metrics go: `metrics.jsonl`, TensorBoard event files and the console.
 
 Only process 0 writes; other processes get a writer that does nothing, so the
-training loop never has to ask which process it is on.
+training loop never has to ask which process it is on. `read_jsonl` is the one
+reader of `metrics.jsonl` (reports, sweeps, tests).
 """
 
 import json
@@ -28,8 +29,12 @@ class MetricWriter:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, 'metrics.jsonl')
     # Append: a resumed run continues the same file.
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    self._jsonl = open(path, 'a', encoding='utf-8')
+    if _ends_torn(path):
+      # A killed run left half a line: end it, so the next row is not glued to it.
+      self._jsonl.write('\n')
     if tensorboard:
       try:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
@@ -65,7 +70,52 @@ class MetricWriter:
       self._tb = None
 
 
+def _ends_torn(path: str) -> bool:
+  """True when the file is not empty and its last line has no newline."""
+  with open(path, 'rb') as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() == 0:
+      return False
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) != b'\n'
+
+
+# How MetricWriter.write stores non-finite floats (JSON has none): str(float).
+_NON_FINITE = {'nan': math.nan, 'inf': math.inf, '-inf': -math.inf}
+
+
+def _decode(value: Any) -> Any:
+  if isinstance(value, str) and value in _NON_FINITE:
+    return _NON_FINITE[value]
+  return value
+
+
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Reads a metrics.jsonl file back into a list of dicts (for reports and tests)."""
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """Reads a metrics.jsonl file back into a list of dicts, the one reader of it.
+
+  The inverse of `MetricWriter.write`: values it stored as 'nan', 'inf' and
+  '-inf' come back as floats. A line that is not a JSON object is skipped: the
+  writer only ever writes whole lines, so such a line is the torn end of a
+  process killed while writing (kill -9, a preemption), not data.
+
+  Args:
+    path: the file.
+
+  Returns:
+    One dict per event, in file order ({'step': int, name: float, ...}).
+
+  Raises:
+    OSError: the file cannot be read (e.g. it does not exist).
+  """
+  rows = []
+  with open(path, encoding='utf-8', errors='replace') as f:
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(row, dict):
+        rows.append({k: _decode(v) for k, v in row.items()})
+  return rows

@@ -12,7 +12,7 @@ WEIGHT_DECAY_TYPES = ('l2', 'decoupled')
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the optimisation fields before any data is read; raises ConfigError."""
+  """Checks the optimisation fields; raises ConfigError (via validation.validate)."""
   if config.learning_rate <= 0:
     raise ConfigError(
         f'learning_rate={config.learning_rate} must be positive (e.g. 1e-3 for adam, '
@@ -61,7 +61,6 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
   Returns:
     An optax schedule mapping the step to the learning rate.
   """
-  validate(config)
   total = num_train_steps(config, steps_per_epoch)
   warmup = (int(round(config.warmup_epochs * steps_per_epoch))
             if config.warmup_epochs > 0 else int(config.warmup_steps))
@@ -110,7 +109,6 @@ def create_optimizer(config: ml_collections.ConfigDict,
   regularisation); 'decoupled' applies it after the update direction, scaled by
   the learning rate (AdamW; `adamw` always decouples).
   """
-  validate(config)
   wd = float(config.weight_decay)
   decoupled = config.optimizer == 'adamw' or config.weight_decay_type == 'decoupled'
 

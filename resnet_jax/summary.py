@@ -33,14 +33,6 @@ from resnet_jax import models
 from resnet_jax import cli
 from resnet_jax.errors import ConfigError
 
-# Used when resnet_jax.data cannot say: dataset -> (image size, classes, channels).
-KNOWN_DATASETS = {
-    'cifar10': (32, 10, 3),
-    'cifar100': (32, 100, 3),
-    'imagenet2012': (224, 1000, 3),
-}
-
-
 def count_params(params: Any) -> int:
   """Number of scalars in a pytree of arrays or ShapeDtypeStructs (exact int)."""
   return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
@@ -209,54 +201,6 @@ def format_summary(s: Summary) -> str:
   return '\n'.join(lines)
 
 
-def input_spec(config: Any, image_size: int = 0, num_classes: int = 0,
-               ) -> tuple[tuple[int, int, int], int]:
-  """(image shape (H, W, C), num_classes) for a config.
-
-  Precedence: the arguments (flags) when > 0, then config.image_size /
-  config.num_classes when > 0, then resnet_jax.data.dataset_meta(config), then
-  KNOWN_DATASETS.
-
-  Raises:
-    ConfigError: neither the config nor the dataset says.
-  """
-  size = image_size if image_size > 0 else config.get('image_size', 0)
-  classes = num_classes if num_classes > 0 else config.get('num_classes', 0)
-  channels = 3
-  if size > 0 and classes > 0:
-    return (size, size, channels), classes
-  dataset = config.get('dataset', '')
-  meta_size = meta_classes = 0
-  meta_error = None
-  try:
-    from resnet_jax import data  # pylint: disable=g-import-not-at-top
-    meta = data.dataset_meta(config)
-    meta_classes = meta.num_classes or 0
-    if meta.image_shape and meta.image_shape[0]:
-      meta_size = meta.image_shape[0]
-    if meta.image_shape and meta.image_shape[-1]:
-      channels = meta.image_shape[-1]
-  except Exception as e:  # pylint: disable=broad-except
-    # A missing or unprepared dataset must not stop a model summary when the
-    # built-in table knows the dataset.
-    meta_error = e
-    logging.info('dataset_meta(%r) unavailable (%s); using the built-in table', dataset, e)
-  known = KNOWN_DATASETS.get(dataset)
-  if known:
-    meta_size = meta_size or known[0]
-    meta_classes = meta_classes or known[1]
-    if meta_error is not None:
-      channels = known[2]
-  size = size if size > 0 else meta_size
-  classes = classes if classes > 0 else meta_classes
-  if size <= 0 or classes <= 0:
-    missing = ' and '.join(n for n, v in (('--image_size', size), ('--num_classes', classes))
-                           if v <= 0)
-    reason = f' ({meta_error})' if meta_error is not None else ''
-    raise ConfigError(f'cannot tell the input of dataset {dataset!r}{reason}; pass {missing}')
-  return (size, size, channels), classes
-
-
 # --- Command line -------------------------------------------------------------
 
 FLAGS = flags.FLAGS
@@ -281,7 +225,8 @@ def main(argv: list[str]) -> int:
   if FLAGS.config is None:
     raise ConfigError('--config is required, e.g. --config=configs/r50.py')
   config = FLAGS.config
-  input_shape, num_classes = input_spec(config, FLAGS.image_size, FLAGS.num_classes)
+  from resnet_jax import data  # pylint: disable=g-import-not-at-top
+  input_shape, num_classes = data.input_spec(config, FLAGS.image_size, FLAGS.num_classes)
   model = models.create_model(config.model, num_classes=num_classes)
   print(format_summary(summarize(model, input_shape)))
   return 0

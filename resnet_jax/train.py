@@ -1,10 +1,13 @@
-"""Train state, the pmapped train and eval steps, and the training loop.
+"""Train state, the train and eval steps, and the training loop.
 
-The steps are pure functions of (state, batch) that run under `jax.pmap` with
-axis name `AXIS` ('batch'): gradients and metrics are averaged across all
+The steps are written per device, as `jax.pmap` programs used to be, and run
+as `jax.jit(jax.shard_map(step, mesh=..., in_specs=..., out_specs=...))` over
+the run's mesh (`parallel.py`): the state is replicated (`P()`), batches are
+sharded over the mesh's data axes. Gradients and metrics are averaged over all
 devices of all hosts with `lax.pmean`/`lax.psum`, and BatchNorm averages its
-batch statistics over the same axis, so N devices compute what one device
-would compute on the whole global batch.
+batch statistics over `parallel.BATCH_AXIS` (all devices, or groups of
+`model.bn_group_size`), so N devices compute what one device would compute on
+the whole global batch.
 
 No TensorFlow is imported here: the tf.data pipeline is only imported when
 `train_and_evaluate` reads a tfds or folder dataset.
@@ -12,8 +15,6 @@ No TensorFlow is imported here: the tf.data pipeline is only imported when
 
 import dataclasses
 import functools
-import math
-import os
 import signal
 import sys
 import time
@@ -21,26 +22,23 @@ from typing import Any, Callable, Iterable
 
 from absl import logging
 import flax
-from flax import jax_utils
 from flax.training import dynamic_scale as dynamic_scale_lib
 from flax.training import train_state
 import jax
 from jax import lax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import ml_collections
-import numpy as np
 import optax
-import tqdm
 
 from resnet_jax import data
+from resnet_jax import memory
 from resnet_jax import metric_writers
 from resnet_jax import models
 from resnet_jax import optim
-from resnet_jax.errors import ConfigError
-from resnet_jax.errors import NonFiniteLossError
-
-AXIS = 'batch'
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+from resnet_jax import parallel
+from resnet_jax import progress
+from resnet_jax import workdir as workdir_lib
 
 
 class TrainState(train_state.TrainState):
@@ -57,25 +55,17 @@ class TrainState(train_state.TrainState):
   dynamic_scale: dynamic_scale_lib.DynamicScale | None = None
 
 
-def compute_dtype(config: ml_collections.ConfigDict):
-  """The jnp dtype named by `config.dtype`."""
-  if config.dtype not in DTYPES:
-    raise ConfigError(
-        f'unknown dtype {config.dtype!r}; valid dtypes: {", ".join(DTYPES)}')
-  return DTYPES[config.dtype]
-
-
-def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
+def _state_initializer(config: ml_collections.ConfigDict, model: flax.linen.Module,
                        tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                       rng: jax.Array) -> TrainState:
-  """Initialises parameters, BatchNorm statistics and optimizer state (one copy)."""
-  init_rng, step_rng = jax.random.split(rng)
+                       ) -> Callable[[jax.Array], TrainState]:
+  """rng -> a fresh TrainState (params, BatchNorm statistics, optimizer state)."""
   dynamic_scale = (dynamic_scale_lib.DynamicScale()
                    if config.dtype == 'float16' else None)
 
-  def create(init_rng, step_rng):
+  def create(rng):
+    init_rng, step_rng = jax.random.split(rng)
     # train=False: BatchNorm creates its statistics without a cross-device
-    # collective, which would need the pmap axis to exist.
+    # collective (no mesh axis is bound here).
     variables = model.init({'params': init_rng},
                            jnp.zeros((1, *image_shape), jnp.float32), train=False)
     state = TrainState.create(
@@ -87,16 +77,30 @@ def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Modu
     # same program as an uninterrupted one.
     return state.replace(step=jnp.zeros((), jnp.int32))
 
-  return _compile_cheaply(create, init_rng, step_rng)(init_rng, step_rng)
+  return create
 
 
-def _compile_cheaply(fn: Callable, *args) -> Callable:
+def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
+                       tx: optax.GradientTransformation, image_shape: tuple[int, ...],
+                       rng: jax.Array, mesh: jax.sharding.Mesh | None = None,
+                       ) -> TrainState:
+  """Initialises parameters, BatchNorm statistics and optimizer state.
+
+  With a mesh, the state comes out replicated over it (the train step's input
+  layout); without, on the default device.
+  """
+  create = _state_initializer(config, model, tx, image_shape)
+  out_shardings = parallel.replicated(mesh) if mesh is not None else None
+  return _compile_cheaply(create, out_shardings, rng)(rng)
+
+
+def _compile_cheaply(fn: Callable, out_shardings, *args) -> Callable:
   """jit-compiles `fn` for code that runs once, with XLA's optimisations off.
 
   Initialisation runs a whole forward pass that is then thrown away: fully
   optimised, ResNet-20's takes ~15 s to compile on 2 CPU cores, unoptimised ~2 s.
   """
-  lowered = jax.jit(fn).lower(*args)
+  lowered = jax.jit(fn, out_shardings=out_shardings).lower(*args)
   try:
     return lowered.compile({'xla_backend_optimization_level': 0,
                             'xla_llvm_disable_expensive_passes': True})
@@ -124,11 +128,14 @@ def correct_topk(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                learning_rate_fn: optax.Schedule, preprocess_fn: Callable,
                num_classes: int, label_smoothing: float = 0.0):
-  """One optimizer step on this device's share of the global batch (run under pmap).
+  """One optimizer step on this device's share of the global batch.
+
+  The per-device program: runs under `jax.shard_map` over the mesh's data
+  axes (see `Experiment.train_step`).
 
   Args:
-    state: this device's replica of the train state.
-    batch: {'image': uint8 [B, H, W, C], 'label': int [B]}.
+    state: the (replicated) train state.
+    batch: this device's examples: {'image': uint8 [b, H, W, C], 'label': int [b]}.
     learning_rate_fn: the schedule, for logging the step's learning rate.
     preprocess_fn: (rng, images, train) -> float images; normalises and, for the
       on-device data path, augments inside the step.
@@ -139,8 +146,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
     (new_state, metrics): metrics are means over the global batch, identical on
     every device.
   """
+  axes = parallel.DATA_AXES
   step_rng = jax.random.fold_in(state.rng, state.step)
-  device_rng = jax.random.fold_in(step_rng, lax.axis_index(AXIS))
+  device_rng = jax.random.fold_in(step_rng, lax.axis_index(axes))
   images = preprocess_fn(device_rng, batch['image'], train=True)
   labels = batch['label']
 
@@ -151,18 +159,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
     loss = jnp.mean(cross_entropy_loss(logits, labels, num_classes, label_smoothing))
     return loss, (logits, new_model_state)
 
+  # Differentiate with respect to this device's copy of the parameters, so the
+  # gradient is this device's own (shard_map would otherwise sum the gradients
+  # of a replicated input over the devices implicitly); the explicit pmean
+  # below then averages them, as the pmapped step did.
+  params = lax.pcast(state.params, axes, to='varying')
   if state.dynamic_scale is not None:
-    # DynamicScale averages the gradients over AXIS itself.
-    grad_fn = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True, axis_name=AXIS)
-    dynamic_scale, is_finite, (loss, (logits, new_model_state)), grads = grad_fn(
-        state.params)
+    # DynamicScale averages the gradients over the axes itself.
+    grad_fn = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True, axis_name=axes)
+    dynamic_scale, is_finite, (loss, (logits, new_model_state)), grads = grad_fn(params)
   else:
     (loss, (logits, new_model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    grads = lax.pmean(grads, AXIS)
+        loss_fn, has_aux=True)(params)
+    grads = lax.pmean(grads, axes)
 
-  new_state = state.apply_gradients(
-      grads=grads, batch_stats=new_model_state.get('batch_stats', {}))
+  # Within a BatchNorm group the running statistics agree; across groups
+  # (bn_group_size) they are averaged, so the state stays replicated.
+  batch_stats = lax.pmean(new_model_state.get('batch_stats', {}),
+                          parallel.BN_GROUP_AXIS)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.dynamic_scale is not None:
     # A step whose scaled gradients overflowed is skipped (keep the old state).
     new_state = new_state.replace(
@@ -177,14 +192,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
       'train_top1': jnp.mean(correct_topk(logits, labels, 1)),
       'train_top5': jnp.mean(correct_topk(logits, labels, 5)),
   }
-  metrics = lax.pmean(metrics, AXIS)
+  metrics = lax.pmean(metrics, axes)
   metrics['lr'] = learning_rate_fn(state.step)
   return new_state, metrics
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
               preprocess_fn: Callable, num_classes: int):
-  """Sums of eval metrics over the global batch, padding masked out (run under pmap).
+  """Sums of eval metrics over the global batch, padding masked out (per device).
 
   Returns:
     {'loss', 'top1', 'top5', 'count'}: sums over all devices' real examples.
@@ -200,22 +215,22 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
       'top5': jnp.sum(correct_topk(logits, labels, 5) * mask),
       'count': jnp.sum(mask),
   }
-  return lax.psum(sums, AXIS)
+  return lax.psum(sums, parallel.DATA_AXES)
 
 
-def evaluate(p_eval_step: Callable, state: TrainState,
+def evaluate(eval_step_fn: Callable, state: TrainState,
              eval_batches: Iterable[dict[str, Any]]) -> dict[str, float]:
-  """Runs the pmapped eval step over all batches; returns mean loss, top-1, top-5.
+  """Runs the eval step over all batches; returns mean loss, top-1, top-5.
 
-  `state` is replicated. Sums stay on the device until the end: one host sync.
+  Sums stay on the devices until the end: one host sync.
   """
   totals = None
   for batch in eval_batches:
-    sums = p_eval_step(state, batch)
+    sums = eval_step_fn(state, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
     raise ValueError('the eval split yielded no batches')
-  totals = jax.tree.map(lambda x: float(x[0]), jax.device_get(totals))
+  totals = jax.tree.map(float, parallel.to_host(totals))
   count = totals['count']
   return {
       'eval_loss': totals['loss'] / count,
@@ -236,299 +251,255 @@ class Experiment:
   num_train_steps: int
   learning_rate_fn: optax.Schedule
   tx: optax.GradientTransformation
+  mesh: jax.sharding.Mesh
 
   def init_state(self) -> TrainState:
-    """A freshly initialised (unreplicated) train state."""
+    """A freshly initialised train state, replicated over the mesh."""
     return create_train_state(self.config, self.model, self.tx, self.meta.image_shape,
-                              jax.random.PRNGKey(self.config.seed))
+                              jax.random.PRNGKey(self.config.seed), self.mesh)
+
+  def abstract_state(self) -> TrainState:
+    """The train state's shapes, dtypes and shardings; nothing is computed."""
+    create = _state_initializer(self.config, self.model, self.tx, self.meta.image_shape)
+    shapes = jax.eval_shape(create, jax.random.PRNGKey(self.config.seed))
+    replicated = parallel.replicated(self.mesh)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
 
   def preprocess_fn(self) -> Callable:
     return functools.partial(data.device_preprocess, self.config)
 
-  def p_train_step(self) -> Callable:
-    return jax.pmap(
-        functools.partial(train_step, learning_rate_fn=self.learning_rate_fn,
-                          preprocess_fn=self.preprocess_fn(),
-                          num_classes=self.num_classes,
-                          label_smoothing=self.config.label_smoothing),
-        axis_name=AXIS, donate_argnums=(0,))
+  def abstract_batch(self, *, train: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and shardings of one global batch (to compile without data)."""
+    layout = parallel.train_layout(self.config) if train else parallel.eval_layout(
+        self.config)
+    sharding = parallel.data_sharding(self.mesh)
+    b = layout.global_size
+    batch = {'image': jax.ShapeDtypeStruct((b, *self.meta.image_shape), jnp.uint8,
+                                           sharding=sharding),
+             'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
+    if not train:
+      batch['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
+    return batch
 
-  def p_eval_step(self) -> Callable:
-    return jax.pmap(
-        functools.partial(eval_step, preprocess_fn=self.preprocess_fn(),
-                          num_classes=self.num_classes),
-        axis_name=AXIS)
+  def train_step(self, *, donate: bool = True) -> Callable:
+    """The jitted train step over the mesh: (state, batch) -> (state, metrics).
 
+    The shardings are fixed: an input laid out otherwise is an error, never a
+    silent second compilation. With `donate`, the input state's buffers are
+    reused for the output (one train state less in memory).
+    """
+    step = functools.partial(train_step, learning_rate_fn=self.learning_rate_fn,
+                             preprocess_fn=self.preprocess_fn(),
+                             num_classes=self.num_classes,
+                             label_smoothing=self.config.label_smoothing)
+    return self._jit(step, out_specs=(P(), P()), donate=donate)
 
-def replicate(tree):
-  """Copies `tree` to every local device, laid out as the pmapped steps return it.
+  def eval_step(self) -> Callable:
+    """The jitted eval step over the mesh: (state, batch) -> metric sums."""
+    step = functools.partial(eval_step, preprocess_fn=self.preprocess_fn(),
+                             num_classes=self.num_classes)
+    return self._jit(step, out_specs=P(), donate=False)
 
-  The steps return the state sharded over a mesh axis named AXIS; an input laid
-  out over flax's default axis name would make the second step compile the
-  whole train step again.
-  """
-  return jax_utils.replicate(tree, axis_name=AXIS)
+  def _jit(self, step: Callable, out_specs, donate: bool) -> Callable:
+    replicated = parallel.replicated(self.mesh)
+    data_sharding = parallel.data_sharding(self.mesh)
+    sharded = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(parallel.DATA_AXES)),
+                            out_specs=out_specs)
+    return jax.jit(sharded, in_shardings=(replicated, data_sharding),
+                   out_shardings=replicated, donate_argnums=(0,) if donate else ())
 
+  def compile_train_step(self, *, donate: bool = True):
+    """Compiles the train step once, ahead of time, and checks that it fits.
 
-def check_devices(config: ml_collections.ConfigDict) -> None:
-  """Fails early when the global batch does not split evenly over the devices."""
-  n = jax.device_count()
-  for name in ('batch_size', 'eval_batch_size'):
-    b = config[name]
-    if name == 'eval_batch_size' and b == 0:
-      continue
-    if b <= 0:
-      raise ConfigError(f'{name}={b} must be positive (and a multiple of the {n} devices)')
-    if b % n:
-      raise ConfigError(
-          f'{name}={b} does not divide over the {n} devices '
-          f'({jax.process_count()} process(es) x {jax.local_device_count()} local): '
-          f'use a multiple of {n}')
+    Returns:
+      The compiled executable: calling it never compiles again.
+
+    Raises:
+      ConfigError: the step needs more memory than the device has (one line
+        naming the model, batch, dtype and what to change).
+    """
+    lowered = self.train_step(donate=donate).lower(self.abstract_state(),
+                                                   self.abstract_batch())
+    with memory.explain_out_of_memory(self.config, self.model, self.mesh):
+      compiled = lowered.compile()
+    memory.check_fits(compiled, self.config, self.model, self.mesh)
+    return compiled
 
 
 def setup_experiment(config: ml_collections.ConfigDict, *,
                      prepare_data: bool = True) -> Experiment:
-  """Resolves dataset facts, model, schedule and optimizer from the config.
+  """Resolves dataset facts, model, schedule, optimizer and mesh from the config.
 
   Args:
-    config: the run config.
+    config: the run config, already checked by `validation.validate`.
     prepare_data: download (when allowed) and prepare the dataset if needed;
       False only reads the facts of an already prepared one (evaluation).
   """
-  # Cheap checks first: a typo should not wait for a dataset to be prepared.
-  check_devices(config)
-  compute_dtype(config)
-  models.resolve_spec(config.model)
-  optim.validate(config)
+  from resnet_jax import validation  # pylint: disable=g-import-not-at-top
+  validation.validate(config)
   meta = data.prepare(config) if prepare_data else data.dataset_meta(config)
   num_classes = config.num_classes or meta.num_classes
-  model = models.create_model(config.model, num_classes=num_classes,
-                              dtype=compute_dtype(config), axis_name=AXIS)
+  model = models.create_model(config.model, num_classes=num_classes, dtype=config.dtype,
+                              axis_name=parallel.BATCH_AXIS)
   steps_per_epoch = data.steps_per_epoch(config, meta)
   total = optim.num_train_steps(config, steps_per_epoch)
   lr_fn = optim.create_learning_rate_schedule(config, steps_per_epoch)
   tx = optim.create_optimizer(config, lr_fn)
   return Experiment(config=config, meta=meta, num_classes=num_classes, model=model,
                     steps_per_epoch=steps_per_epoch, num_train_steps=total,
-                    learning_rate_fn=lr_fn, tx=tx)
+                    learning_rate_fn=lr_fn, tx=tx, mesh=parallel.make_mesh(config))
 
 
-def _every(value: int, steps_per_epoch: int) -> int:
-  """A period in steps: the value, or one epoch when it is -1."""
-  return value if value > 0 else max(1, steps_per_epoch)
+def _restore_or_initialise(exp: Experiment, ckpt) -> tuple[TrainState, dict]:
+  """The state to start from: the newest checkpoint, else init_from, else fresh.
+
+  Resuming wins over init_from: a fine-tuning run that was preempted continues
+  from its own checkpoint, not from the pretrained weights again.
+  """
+  from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  config = exp.config
+  state = exp.init_state()
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    host_state, record = restored
+    logging.info('Resumed from step %d (epoch %.2f) of %s', int(host_state.step),
+                 record.get('epoch', float('nan')), ckpt.directory)
+    if config.init_from:
+      logging.info('init_from=%s not used: it only initialises a fresh run.',
+                   config.init_from)
+    return parallel.replicate(host_state, exp.mesh), record.get('metrics', {})
+  if config.init_from:
+    params, batch_stats = checkpoint.init_from(config.init_from, state,
+                                               skip_head=config.init_from_skip_head)
+    state = state.replace(params=parallel.replicate(params, exp.mesh),
+                          batch_stats=parallel.replicate(batch_stats, exp.mesh))
+  return state, {}
 
 
-class _PreemptionFlag:
-  """Set by SIGTERM/SIGINT; the loop checkpoints and exits at the next step."""
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread (e.g. in some test runners).
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signum is not None and signum == signal.SIGINT:
-      # A second Ctrl-C means "now": leave without the checkpoint.
-      raise KeyboardInterrupt
-    self.signum = signum
-    logging.warning('Received %s: saving a checkpoint, then stopping.',
-                    signal.Signals(signum).name)
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    return False
-
-
-def _any_process(flag: bool) -> bool:
-  """True on every process when the flag is set on any of them."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
-
-
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes the resolved config as `WORKDIR/config.json` (process 0)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, Any]:
   """Trains and evaluates per the config, resuming from `workdir` if it has checkpoints.
 
   Args:
     config: the run config (see configs/base.py).
     workdir: where config.json, metrics.jsonl, TensorBoard events and
       checkpoints go.
+    allow_config_change: resume even where the workdir's checkpoints were
+      written under a config that differs in a field that changes the run.
 
   Returns:
-    The last logged train and eval metrics, plus 'step' and 'preempted'.
+    The last logged train and eval metrics, plus 'step', 'preempted' and
+    'compile_s'.
 
   Raises:
-    ConfigError: invalid config values.
+    ConfigError: invalid config values, a workdir in use or holding another
+      run's config, a step that does not fit in memory.
     NonFiniteLossError: the loss became NaN/inf (the message names the step).
   """
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from resnet_jax import signals  # pylint: disable=g-import-not-at-top
 
   exp = setup_experiment(config)
-  config = exp.config
-  is_main = jax.process_index() == 0
-  writer = metric_writers.MetricWriter(workdir, enabled=is_main)
-  ckpt = checkpoint.CheckpointManager(workdir, config)
+  # Locks the workdir and checks the config against its checkpoints' first.
+  run_dir = workdir_lib.open_run(workdir, config, allow_config_change=allow_config_change)
+  with run_dir:
+    start = time.perf_counter()
+    compiled_step = exp.compile_train_step()
+    compile_s = time.perf_counter() - start
+    eval_step_fn = exp.eval_step()
+    is_main = jax.process_index() == 0
+    ckpt = checkpoint.CheckpointManager(workdir, config)
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    try:
+      state, resumed_metrics = _restore_or_initialise(exp, ckpt)
+      start_step = int(parallel.to_host(state.step))
+      run_dir.record_config(_resolved(exp), start_step)
+      result = _loop(exp, compiled_step, eval_step_fn, state, start_step, ckpt, writer,
+                     resumed_metrics, signals)
+    finally:
+      # Waits for the save in flight: a preempted run leaves only once its
+      # checkpoint is finalized.
+      ckpt.close()
+      writer.close()
+  result['compile_s'] = compile_s
+  return result
 
-  state = exp.init_state()
-  resumed_metrics = {}
-  try:
-    # Resuming wins over init_from: a fine-tuning run that was preempted
-    # continues from its own checkpoint, not from the pretrained weights again.
-    restored = ckpt.restore_latest(state)
-    if restored is not None:
-      state, record = restored
-      resumed_metrics = record.get('metrics', {})
-      logging.info('Resumed from step %d (epoch %.2f) of %s', int(state.step),
-                   record.get('epoch', float('nan')), ckpt.directory)
-      if config.init_from:
-        logging.info('init_from=%s not used: it only initialises a fresh run.',
-                     config.init_from)
-    elif config.init_from:
-      state = checkpoint.init_from(config.init_from, state,
-                                   skip_head=config.init_from_skip_head)
-  except BaseException:  # E.g. a checkpoint of another model: release orbax first.
-    ckpt.close()
-    writer.close()
-    raise
-  start_step = int(state.step)
 
-  resolved = config.copy_and_resolve_references()
+def _resolved(exp: Experiment) -> ml_collections.ConfigDict:
+  """The config with what was read from the data filled in (config.json)."""
+  resolved = exp.config.copy_and_resolve_references()
   with resolved.unlocked():
     resolved.num_classes = exp.num_classes
     resolved.image_size = int(exp.meta.image_shape[0])
-  write_config(resolved, workdir)
+  return resolved
 
+
+def _announce(signum: int) -> None:
+  logging.warning('Received %s: saving a checkpoint, then stopping.',
+                  signal.Signals(signum).name)
+
+
+def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
+          start_step: int, ckpt, writer, resumed_metrics: dict, signals) -> dict[str, Any]:
+  """The training loop proper: step, log, evaluate, checkpoint, stop on a signal."""
+  config = exp.config
   total = exp.num_train_steps
-  log_every = max(1, config.log_every_steps)
-  eval_every = _every(config.eval_every_steps, exp.steps_per_epoch)
-  ckpt_every = _every(config.checkpoint_every_steps, exp.steps_per_epoch)
+  every = functools.partial(progress.itstime, total=total,
+                            steps_per_epoch=exp.steps_per_epoch)
   logging.info('%s: %d classes, %s images, %d train examples, %d steps/epoch, '
-               '%d steps, %d devices', exp.meta.name, exp.num_classes,
-               exp.meta.image_shape, exp.meta.num_train, exp.steps_per_epoch, total,
-               jax.device_count())
-
-  p_train_step = exp.p_train_step()
-  p_eval_step = exp.p_eval_step()
-  state = replicate(state)
-  train_iter = data.create_train_iter(config, exp.meta, start_step=start_step)
-
-  progress = _progress_bar(total, start_step, enabled=is_main)
-  last = {**resumed_metrics, 'step': start_step, 'preempted': False}
-  pending = []  # device-side metrics not yet fetched: fetched every log_every steps.
-  last_log_step, last_log_time = start_step, None
-  step = start_step
-  stop = False
-  loop_start = time.perf_counter()
-
-  def flush(step):
-    nonlocal pending, last_log_step, last_log_time
-    if not pending:
-      return
-    fetched = jax.device_get(pending)
-    pending = []
-    now = time.perf_counter()
-    first = last_log_step + 1
-    for i, m in enumerate(fetched):
-      loss = float(m['train_loss'][0])
-      if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f'training loss became {loss} at step {first + i}: lower the learning rate, '
-            'set --config.grad_clip_norm, or use --config.dtype=float32. The last '
-            'checkpoint before it is kept in the workdir.')
-    summary = {k: float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
-    summary['lr'] = float(fetched[-1]['lr'][0])
-    summary['epoch'] = step / exp.steps_per_epoch
-    if last_log_time is not None:
-      elapsed = now - last_log_time
-      summary['images_per_sec'] = (step - last_log_step) * config.batch_size / elapsed
-      summary['step_time_ms'] = 1000 * elapsed / (step - last_log_step)
-    writer.write(step, summary)
-    last.update(summary)
-    progress.update(step - progress.n)
-    progress.set_postfix(loss=f"{summary['train_loss']:.3f}",
-                         top1=f"{summary['train_top1']:.3f}")
-    last_log_step, last_log_time = step, now
-
+               '%d steps, %s', exp.meta.name, exp.num_classes, exp.meta.image_shape,
+               exp.meta.num_train, exp.steps_per_epoch, total,
+               parallel.describe(exp.mesh))
   if start_step >= total:
     logging.info('Nothing to do: the checkpoint at step %d already reached '
                  'num_train_steps=%d.', start_step, total)
-  signal_name = None
+  train_iter = data.create_train_iter(config, exp.meta, exp.mesh, start_step=start_step)
+  log = progress.TrainLog(writer, total=total, start_step=start_step,
+                          batch_size=config.batch_size,
+                          steps_per_epoch=exp.steps_per_epoch,
+                          enabled=jax.process_index() == 0)
+  last = {**resumed_metrics, 'step': start_step, 'preempted': False}
+  step = start_step
+  stopped_by = None
   try:
-    with _PreemptionFlag() as preemption:
+    with signals.SignalFlag(second_interrupt_raises=True, on_signal=_announce) as preemption:
       while step < total:
-        batch = next(train_iter)
-        state, metrics = p_train_step(state, batch)
-        pending.append(metrics)
+        with memory.explain_out_of_memory(config, exp.model, exp.mesh):
+          state, metrics = compiled_step(state, next(train_iter))
         step += 1
-        if last_log_time is None:
-          # One sync after the first step: compile time, and a clean start for
-          # the throughput clock.
-          flush(step)
-          last['compile_s'] = time.perf_counter() - loop_start
-        elif step % log_every == 0 or step == total:
-          flush(step)
+        log.append(step, metrics)
+        if step == start_step + 1 or every(step, config.log_every_steps):
+          last.update(log.flush(step))  # The only host sync of the loop.
         # Across hosts the flag needs a collective: only at logging steps there.
-        if jax.process_count() == 1 or step % log_every == 0:
-          stop = _any_process(preemption.signum is not None)
+        if jax.process_count() == 1 or every(step, config.log_every_steps):
+          if parallel.any_process(preemption.received is not None):
+            stopped_by = preemption.received or 'a preemption on another process'
         eval_metrics = None
-        if step % eval_every == 0 or step == total:
-          flush(step)
-          eval_metrics = evaluate(p_eval_step, state,
-                                  data.create_eval_iter(config, exp.meta))
-          writer.write(step, eval_metrics)
-          last_log_time = time.perf_counter()  # Keep eval out of images/s.
+        if every(step, config.eval_every_steps):
+          last.update(log.flush(step))
+          eval_metrics = evaluate(eval_step_fn, state,
+                                  data.create_eval_iter(config, exp.meta, exp.mesh))
+          log.write_eval(step, eval_metrics)
           last.update(eval_metrics)
-          logging.info('step %d: eval top-1 %.4f, loss %.4f', step,
-                       eval_metrics['eval_top1'], eval_metrics['eval_loss'])
-        if step % ckpt_every == 0 or step == total or stop:
-          flush(step)  # Never checkpoint a state whose loss went non-finite.
-          # All processes must call save (orbax synchronises them); each passes
-          # its own unreplicated copy, and only process 0 writes the files.
-          ckpt.save(step, jax_utils.unreplicate(state),
-                    epoch=step / exp.steps_per_epoch, metrics=last,
+        if every(step, config.checkpoint_every_steps) or stopped_by:
+          last.update(log.flush(step))  # Never checkpoint a state whose loss went non-finite.
+          # All processes call save (orbax synchronises them); the state is
+          # replicated, and process 0 writes the files.
+          ckpt.save(step, state, epoch=step / exp.steps_per_epoch, metrics=last,
                     best_metrics=eval_metrics)
-        if stop:
-          last['preempted'] = True
-          signal_name = signal.Signals(preemption.signum).name if preemption.signum else (
-              'a preemption on another process')
+        if stopped_by:
           break
-    flush(step)
+    last.update(log.flush(step))
   finally:
-    # Waits for the save in flight: a preempted run leaves only once its
-    # checkpoint is finalized.
-    ckpt.close()
-    writer.close()
-    progress.close()
+    log.close()
   last['step'] = step
-  if last['preempted']:
-    message = (f'Preempted by {signal_name}: saved checkpoint {ckpt.step_path(step)}; '
+  if stopped_by:
+    last['preempted'] = True
+    name = signal.Signals(stopped_by).name if isinstance(stopped_by, int) else stopped_by
+    message = (f'Preempted by {name}: saved checkpoint {ckpt.step_path(step)}; '
                'rerun the same command to resume.')
     logging.warning(message)
-    if is_main:
+    if jax.process_index() == 0:
       print(message, file=sys.stderr, flush=True)
   return last
-
-
-def _progress_bar(total: int, initial: int, enabled: bool) -> tqdm.tqdm:
-  """A console progress bar with ETA, updated at logging steps only."""
-  return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit='step',
-                   dynamic_ncols=True, file=sys.stderr)

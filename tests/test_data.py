@@ -20,8 +20,9 @@ from PIL import Image
 
 from resnet_jax import configlib
 from resnet_jax import data
+from resnet_jax import parallel
+from resnet_jax import validation
 from resnet_jax.errors import ConfigError
-from resnet_jax.data import devices
 from resnet_jax.data import folder
 from resnet_jax.data import preprocess
 
@@ -195,7 +196,7 @@ def test_folder_layout_and_size_errors(tmp_path):
   meta = data.dataset_meta(config)
   assert meta.image_shape == (8, 8, 3)
   batch = to_numpy(next(data.create_train_iter(config, meta)))
-  assert batch['image'].shape == (1, 3, 8, 8, 3) and batch['image'].dtype == np.uint8
+  assert batch['image'].shape == (3, 8, 8, 3) and batch['image'].dtype == np.uint8
 
   (src / 'train' / 'stray.png').write_bytes(b'')  # split/image, no class.
   config = make_config(dataset=f'folder:{src}', data_dir=str(tmp_path / 'tfds'))
@@ -213,9 +214,9 @@ def test_train_batches_epochs_and_determinism(ids_dataset, on_device):
   meta = data.dataset_meta(config)
   truth = ids_dataset[2]['train']
   batches = take(data.create_train_iter(config, meta), 10)  # Two epochs.
-  assert batches[0]['image'].shape == (1, 8, 16, 16, 3)
+  assert batches[0]['image'].shape == (8, 16, 16, 3)
   assert batches[0]['image'].dtype == np.uint8
-  assert batches[0]['label'].shape == (1, 8) and batches[0]['label'].dtype == np.int32
+  assert batches[0]['label'].shape == (8,) and batches[0]['label'].dtype == np.int32
   ids = np.concatenate([image_ids(b['image']).ravel() for b in batches])
   labels = np.concatenate([b['label'].ravel() for b in batches])
   assert labels.tolist() == [truth[i] for i in ids]
@@ -264,7 +265,7 @@ def test_eval_covers_every_example_once(ids_dataset, on_device, eval_batch):
   assert len(batches) == -(-15 // eval_batch)
   ids, labels = [], []
   for b in batches:
-    assert b['image'].shape == (1, eval_batch, 16, 16, 3)
+    assert b['image'].shape == (eval_batch, 16, 16, 3)
     assert b['mask'].dtype == bool
     ids += image_ids(b['image'])[b['mask']].tolist()
     labels += b['label'][b['mask']].tolist()
@@ -362,7 +363,7 @@ def test_imagenet_augmentation_on_jpegs(tmp_path):
   meta = data.dataset_meta(config)
   assert meta.image_shape == (24, 24, 3) and meta.eval_split == 'validation'
   batch = to_numpy(next(data.create_train_iter(config, meta)))
-  assert batch['image'].shape == (1, 6, 24, 24, 3) and batch['image'].dtype == np.uint8
+  assert batch['image'].shape == (6, 24, 24, 3) and batch['image'].dtype == np.uint8
   evals = [to_numpy(b) for b in data.create_eval_iter(config, meta)]
   assert len(evals) == 1 and evals[0]['mask'].all()
   # The centre 224/256 of the shorter side excludes the 3-pixel border (JPEG
@@ -385,7 +386,7 @@ def test_fake_data():
   meta = data.dataset_meta(config)
   assert meta.num_classes == 10 and meta.image_shape == (16, 16, 3)
   batches = take(data.create_train_iter(config, meta), 5)
-  assert batches[0]['image'].shape == (1, 8, 16, 16, 3)
+  assert batches[0]['image'].shape == (8, 16, 16, 3)
   assert batches[0]['image'].dtype == np.uint8 and batches[0]['label'].dtype == np.int32
   np.testing.assert_array_equal(batches[0]['image'], batches[4]['image'])
   resumed = take(data.create_train_iter(config, meta, start_step=2), 1)[0]
@@ -398,17 +399,17 @@ def test_fake_data():
 
 def test_config_errors(ids_dataset, monkeypatch):
   with pytest.raises(ConfigError, match="augment='crop'"):
-    data.dataset_meta(ids_config(ids_dataset, augment='crop'))
+    validation.validate(ids_config(ids_dataset, augment='crop'))
   with pytest.raises(ConfigError, match='on_device_data'):
-    data.dataset_meta(ids_config(ids_dataset, augment='imagenet', on_device_data=True))
+    validation.validate(ids_config(ids_dataset, augment='imagenet', on_device_data=True))
   with pytest.raises(ConfigError, match='num_classes=1 is smaller'):
     data.dataset_meta(ids_config(ids_dataset, num_classes=1))
   config = ids_config(ids_dataset, batch_size=8)
-  meta = data.dataset_meta(config)
-  monkeypatch.setattr(devices, 'local_devices', lambda: jax.local_devices() * 3)
-  with pytest.raises(ConfigError, match=r'batch_size=8 .* 3 \(1 process\(es\) x 3'):
-    data.create_train_iter(config, meta)
+  monkeypatch.setattr(parallel, 'process_count', lambda: 3)
+  with pytest.raises(ConfigError, match=r'batch_size=8 .* 3 \(3 process\(es\) x 1'):
+    validation.validate(config)
   monkeypatch.undo()
+  meta = data.dataset_meta(config)
   with pytest.raises(ConfigError, match='larger than the 40'):
     data.create_train_iter(ids_config(ids_dataset, batch_size=64), meta)
 
@@ -424,7 +425,7 @@ def test_import_does_not_load_tensorflow():
       'meta = data.dataset_meta(config)\n'
       'batch = next(data.create_train_iter(config, meta))\n'
       'list(data.create_eval_iter(config, meta))\n'
-      "x = data.device_preprocess(config, jax.random.key(0), batch['image'][0], train=True)\n"
+      "x = data.device_preprocess(config, jax.random.key(0), batch['image'], train=True)\n"
       "assert x.dtype == np.float32, x.dtype\n"
       "loaded = [m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules]\n"
       "assert not loaded, loaded\n"

@@ -2,8 +2,8 @@
 
 The checks run in a subprocess that sets XLA_FLAGS before importing JAX (this
 file is also that subprocess's script). Several processes are simulated in
-one by patching `resnet_jax.data.devices`' topology functions: process p of P
-sees devices [p*D, (p+1)*D). tests/test_data_real.py checks two real JAX
+one by patching `resnet_jax.parallel`'s topology functions: process p of P
+sees devices [p*D, (p+1)*D), and builds its mesh from them alone. tests/test_data_real.py checks two real JAX
 processes.
 """
 
@@ -35,17 +35,17 @@ def test_train_shards_are_disjoint_and_equal(tmp_path):
 
 @contextlib.contextmanager
 def simulate(num_processes, index, devices_per_process):
-  from resnet_jax.data import devices
+  from resnet_jax import parallel
   import jax
   local = jax.devices()[index * devices_per_process:(index + 1) * devices_per_process]
-  saved = devices.process_count, devices.process_index, devices.local_devices
-  devices.process_count = lambda: num_processes
-  devices.process_index = lambda: index
-  devices.local_devices = lambda: list(local)
+  saved = parallel.process_count, parallel.process_index, parallel.mesh_devices
+  parallel.process_count = lambda: num_processes
+  parallel.process_index = lambda: index
+  parallel.mesh_devices = lambda: list(local)
   try:
     yield
   finally:
-    devices.process_count, devices.process_index, devices.local_devices = saved
+    parallel.process_count, parallel.process_index, parallel.mesh_devices = saved
 
 
 def _check_eval(tmp):
@@ -67,14 +67,14 @@ def _check_eval(tmp):
       for p in range(procs):
         with simulate(procs, p, per):
           batches = list(data.create_eval_iter(config, meta))
-          # Real pmap over this process's devices: the layout pmap expects.
-          sums = jax.pmap(lambda m: m.sum(), devices=jax.devices()[p * per:(p + 1) * per])(
-              batches[0]['mask'])
-          assert sums.shape == (per,)
+          # Sharded over this process's devices, per_device examples each.
+          shards = batches[0]['mask'].addressable_shards
+          assert sorted(s.device.id for s in shards) == list(range(p * per, (p + 1) * per))
+          assert {s.data.shape for s in shards} == {(batch // procs // per,)}
         counts.append(len(batches))
         for b in batches:
           b = jax.tree.map(np.asarray, b)
-          assert b['image'].shape == (per, batch // procs // per, 16, 16, 3)
+          assert b['image'].shape == (batch // procs, 16, 16, 3)
           got = image_ids(b['image'])[b['mask']].tolist()
           assert b['label'][b['mask']].tolist() == [truth[i] for i in got]
           ids += got
@@ -91,8 +91,11 @@ def _check_train(tmp):
   from resnet_jax.errors import ConfigError
   from test_data import image_ids, make_config, write_folder
   truth = write_folder(os.path.join(tmp, 'src'), {'train': 42, 'test': 2})['train']
+  # The tf.data path only: on-device data is the same global batches on any
+  # topology (each device gathers its rows of them), which a process simulated
+  # on its own mesh cannot show; tests/test_data_real.py runs two processes.
   for procs, per in [(1, 8), (2, 4), (4, 2)]:
-    for on_device in (False, True):
+    for on_device in (False,):
       config = make_config(dataset=f'folder:{tmp}/src', data_dir=f'{tmp}/tfds',
                            augment='cifar', batch_size=8, on_device_data=on_device)
       meta = data.dataset_meta(config)
@@ -103,7 +106,7 @@ def _check_train(tmp):
         with simulate(procs, p, per):
           it = data.create_train_iter(config, meta)
           batches = [jax.tree.map(np.asarray, next(it)) for _ in range(3 * steps)]
-        assert batches[0]['image'].shape == (per, 8 // procs // per, 16, 16, 3)
+        assert batches[0]['image'].shape == (8 // procs, 16, 16, 3)
         ids = np.concatenate([image_ids(b['image']).ravel() for b in batches])
         for epoch in np.split(ids, 3):  # Distinct examples within an epoch.
           assert len(set(epoch)) == len(epoch) == 40 // procs
@@ -112,12 +115,13 @@ def _check_train(tmp):
       union = set().union(*shards)
       assert sum(map(len, shards)) == len(union), [sorted(s) for s in shards]
       assert len(union) <= 42 - 42 % procs and union <= set(truth)
+  from resnet_jax import validation
   config = make_config(dataset=f'folder:{tmp}/src', data_dir=f'{tmp}/tfds', batch_size=12)
   try:
-    data.create_train_iter(config, data.dataset_meta(config))
+    validation.validate(config)
     raise AssertionError('batch_size=12 on 8 devices was accepted')
   except ConfigError as e:
-    assert 'batch_size=12' in str(e) and '8 (1 process(es) x 8' in str(e), e
+    assert 'batch_size=12' in str(e) and '8 (1 process(es) x 8 local' in str(e), e
   print('train OK')
 
 

@@ -4,9 +4,10 @@
   prepared from its .tar.gz as a folder dataset, reaches >= 35 % test top-1
   (about 41 % measured; chance is 10 %). Skipped where the copy is absent.
 * Two JAX processes on this machine (4 virtual CPU devices each, gloo
-  collectives): their eval shards are disjoint and cover the split, both run
-  the same number of eval batches, and the trainer's eval metrics equal those
-  of one process with 8 devices. This file is also the worker script.
+  collectives, one mesh over all 8 devices): their eval shards are disjoint and
+  cover the split, both run the same number of eval batches, the eval metrics
+  equal those of one process with 8 devices, and so do the loss curve and final
+  eval of a short training run. This file is also the worker script.
 """
 
 import json
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,17 +59,14 @@ def _worker_env(devices: int) -> dict:
               JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
 
 
-def test_two_processes_evaluate_like_one(tmp_path):
-  sys.path.insert(0, HERE)
-  from test_data import write_folder
-  # 37 eval examples: shards of 19 and 18, batches that do not divide them.
-  write_folder(str(tmp_path / 'src'), {'train': 16, 'test': 37})
+def _two_and_one(tmp_path, mode: str) -> tuple[list[dict], dict]:
+  """The worker's JSON from 2 processes x 4 devices, and from 1 process x 8."""
   port = _free_port()
   procs = [subprocess.Popen(
-      [sys.executable, __file__, str(tmp_path), str(i), '2', f'127.0.0.1:{port}'],
+      [sys.executable, __file__, str(tmp_path), str(i), '2', f'127.0.0.1:{port}', mode],
       cwd=ROOT, env=_worker_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
-  single = subprocess.run([sys.executable, __file__, str(tmp_path), '0', '1', ''],
+  single = subprocess.run([sys.executable, __file__, str(tmp_path), '0', '1', '', mode],
                           cwd=ROOT, env=_worker_env(8), capture_output=True, text=True,
                           timeout=300)
   outputs = []
@@ -77,7 +76,15 @@ def test_two_processes_evaluate_like_one(tmp_path):
     outputs.append(out)
   assert single.returncode == 0, single.stderr[-3000:]
   two = [json.loads(o.strip().splitlines()[-1]) for o in outputs]
-  one = json.loads(single.stdout.strip().splitlines()[-1])
+  return two, json.loads(single.stdout.strip().splitlines()[-1])
+
+
+def test_two_processes_evaluate_like_one(tmp_path):
+  sys.path.insert(0, HERE)
+  from test_data import write_folder
+  # 37 eval examples: shards of 19 and 18, batches that do not divide them.
+  write_folder(str(tmp_path / 'src'), {'train': 16, 'test': 37})
+  two, one = _two_and_one(tmp_path, 'eval')
 
   shards = [set(r['ids']) for r in two]
   assert not shards[0] & shards[1]
@@ -90,30 +97,60 @@ def test_two_processes_evaluate_like_one(tmp_path):
       assert r['metrics'][k] == pytest.approx(one['metrics'][k], rel=1e-5), k
 
 
-def _worker(tmp, index: int, count: int, coordinator: str) -> None:
+def test_two_processes_train_like_one(tmp_path):
+  """2 JAX processes x 4 devices train as 1 process x 8: loss curve and final eval."""
+  sys.path.insert(0, HERE)
+  from test_data import write_folder
+  write_folder(str(tmp_path / 'src'), {'train': 32, 'test': 13})
+  two, one = _two_and_one(tmp_path, 'train')
+  assert len(one['losses']) == 4 and two[1]['losses'] == []  # Process 0 writes.
+  np.testing.assert_allclose(two[0]['losses'], one['losses'], rtol=1e-5)
+  for r in two:
+    assert r['result']['step'] == 4
+    for k in ('eval_loss', 'eval_top1', 'eval_count'):
+      assert r['result'][k] == pytest.approx(one['result'][k], rel=1e-5), k
+
+
+def _worker(tmp, index: int, count: int, coordinator: str, mode: str) -> None:
   import jax
   if count > 1:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
                                process_id=index)
-  import numpy as np
   from resnet_jax import data
+  from resnet_jax import metric_writers
+  from resnet_jax import parallel
   from resnet_jax import train
   from test_data import image_ids, make_config
   config = make_config(dataset=f'folder:{tmp}/src', data_dir=f'{tmp}/tfds',
                        augment='none', batch_size=8, eval_batch_size=8,
                        num_classes=10, **{'model.depth': 8, 'model.family': 'cifar'})
+  if mode == 'train':
+    # Crop + flip inside the step from the per-device rng: the device layout
+    # must not change what is computed.
+    for key, value in {'augment': 'cifar', 'on_device_data': True, 'optimizer': 'sgd',
+                       'learning_rate': 0.05, 'num_train_steps': 4, 'warmup_steps': 0,
+                       'log_every_steps': 1, 'eval_every_steps': 4}.items():
+      config[key] = value
+    workdir = f'{tmp}/run-{count}'
+    result = train.train_and_evaluate(config, workdir)
+    rows = (metric_writers.read_jsonl(f'{workdir}/metrics.jsonl')
+            if jax.process_index() == 0 else [])
+    print(json.dumps({'result': {k: v for k, v in result.items()
+                                 if isinstance(v, (int, float))},
+                      'losses': [r['train_loss'] for r in rows if 'train_loss' in r]}))
+    return
   exp = train.setup_experiment(config)  # Both processes may prepare: they lock.
   ids, num_batches = [], 0
-  for batch in data.create_eval_iter(config, exp.meta):
-    batch = jax.tree.map(np.asarray, batch)
-    ids += image_ids(batch['image'])[batch['mask']].tolist()
+  for batch in data.create_eval_iter(config, exp.meta, exp.mesh):
+    images, mask = parallel.local_rows(batch['image']), parallel.local_rows(batch['mask'])
+    ids += image_ids(images)[mask].tolist()
     num_batches += 1
-  state = train.replicate(exp.init_state())
-  metrics = train.evaluate(exp.p_eval_step(), state, data.create_eval_iter(config, exp.meta))
+  metrics = train.evaluate(exp.eval_step(), exp.init_state(),
+                           data.create_eval_iter(config, exp.meta, exp.mesh))
   print(json.dumps({'ids': ids, 'num_batches': num_batches, 'metrics': metrics}))
 
 
 if __name__ == '__main__':
   sys.path.insert(0, HERE)
-  _worker(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+  _worker(*sys.argv[1:2], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])

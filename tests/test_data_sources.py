@@ -135,7 +135,7 @@ def test_offline_preparation_from_manual_dir(tmp_path, offline, monkeypatch):
                                   num_train=30, num_eval=6, train_split='train',
                                   eval_split='test', name='cifar10')
   batch = jax.tree.map(np.asarray, next(data.create_train_iter(config, meta)))
-  assert batch['image'].shape == (1, 4, 32, 32, 3)
+  assert batch['image'].shape == (4, 32, 32, 3)
 
 
 def _mock_metadata(data_dir, num_train: int, num_test: int, name='cifar10') -> None:
@@ -161,7 +161,7 @@ def test_registered_dataset_meta_and_batches_from_mock_data(tmp_path):
         train_split='train[:48]', eval_split='test', name='cifar10')
     assert data.steps_per_epoch(config, meta) == 3
     batch = jax.tree.map(np.asarray, next(data.create_train_iter(config, meta)))
-    assert batch['image'].shape == (1, 16, 32, 32, 3) and batch['image'].dtype == np.uint8
+    assert batch['image'].shape == (16, 32, 32, 3) and batch['image'].dtype == np.uint8
     assert batch['label'].dtype == np.int32 and batch['label'].max() < 10
     evals = list(data.create_eval_iter(config, meta))
     assert len(evals) == 3  # ceil(20 / 8), the count comes from the info.
@@ -176,5 +176,5 @@ def test_greyscale_dataset_is_fed_as_rgb(tmp_path):
     meta = data.dataset_meta(config)
     assert meta.image_shape == (28, 28, 3) and meta.num_classes == 10
     batch = jax.tree.map(np.asarray, next(data.create_train_iter(config, meta)))
-    assert batch['image'].shape == (1, 8, 28, 28, 3)
+    assert batch['image'].shape == (8, 28, 28, 3)
     np.testing.assert_array_equal(batch['image'][..., 0], batch['image'][..., 2])

@@ -8,6 +8,7 @@ import pytest
 
 from resnet_jax import configlib
 from resnet_jax import optim
+from resnet_jax import validation
 from resnet_jax.configlib import ConfigError
 
 BASE = 'configs/cifar10.py'
@@ -56,8 +57,9 @@ def test_epochs_give_the_number_of_steps():
 def test_bad_values_name_the_valid_choices(field, value, match):
   config = _config(**{field: value})
   with pytest.raises(ConfigError, match=match):
-    lr = optim.create_learning_rate_schedule(config, 10)
-    optim.create_optimizer(config, lr)
+    optim.validate(config)
+  with pytest.raises(ConfigError, match=match):  # The one check every command runs.
+    validation.validate(config)
 
 
 def _params():

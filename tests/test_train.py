@@ -1,6 +1,5 @@
 """Tests for resnet_jax.train and the `python -m resnet_jax.main` entry point."""
 
-import functools
 import json
 import os
 import re
@@ -8,56 +7,62 @@ import subprocess
 import sys
 import textwrap
 
-from flax import jax_utils
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resnet_jax import benchmark
 from resnet_jax import configlib
+from resnet_jax import errors
 from resnet_jax import metric_writers
-from resnet_jax import models
-from resnet_jax import optim
+from resnet_jax import parallel
 from resnet_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _to_float(rng, images, train):  # pylint: disable=unused-argument
-  return images.astype(jnp.float32) / 255.0
-
-
 def _tiny_setup(**overrides):
-  """A CIFAR ResNet-8 (n=1) with 10 classes on 16x16 images."""
-  config = configlib.load(os.path.join(REPO, 'configs/cifar10.py'),
-                          {'warmup_steps': 0, 'num_train_steps': 100, **overrides})
-  model = models.create_model(config.model, num_classes=10, axis_name=train.AXIS)
-  lr_fn = optim.create_learning_rate_schedule(config, steps_per_epoch=10)
-  tx = optim.create_optimizer(config, lr_fn)
-  state = train.create_train_state(config, model, tx, (16, 16, 3), jax.random.PRNGKey(0))
-  step = functools.partial(train.train_step, learning_rate_fn=lr_fn,
-                           preprocess_fn=_to_float, num_classes=10)
-  return config, state, step
+  """A CIFAR ResNet-8 (n=1) with 10 classes on 16x16 synthetic images."""
+  config = configlib.load(os.path.join(REPO, 'configs/fake_data.py:model=cifar20'), {
+      'model.depth': 8, 'image_size': 16, 'batch_size': 32, 'warmup_steps': 0,
+      'num_train_steps': 100, **overrides})
+  return train.setup_experiment(config)
 
 
-def _batch(n, seed=0):
+def _batch(exp, n, seed=0):
   rng = np.random.RandomState(seed)
-  return {'image': rng.randint(0, 256, (n, 16, 16, 3)).astype(np.uint8),
-          'label': rng.randint(0, 10, (n,)).astype(np.int32)}
+  local = {'image': rng.randint(0, 256, (n, 16, 16, 3)).astype(np.uint8),
+           'label': rng.randint(0, 10, (n,)).astype(np.int32)}
+  return parallel.shard_batch(local, exp.mesh)
 
 
 def test_tiny_model_overfits_a_fixed_batch():
-  _, state, step = _tiny_setup(**{'model.depth': 8, 'learning_rate': 3e-3})
-  p_step = jax.pmap(step, axis_name=train.AXIS)
-  state = jax_utils.replicate(state)
-  batch = jax.tree.map(lambda x: x[None], _batch(32))
+  exp = _tiny_setup(learning_rate=3e-3)
+  step = exp.train_step()
+  state = exp.init_state()
+  batch = _batch(exp, 32)
   losses = []
   for _ in range(40):
-    state, metrics = p_step(state, batch)
-    losses.append(float(metrics['train_loss'][0]))
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['train_loss']))
   assert losses[-1] < 0.25 * losses[0], losses
-  assert float(metrics['train_top1'][0]) == 1.0
-  assert int(jax_utils.unreplicate(state).step) == 40
+  assert float(metrics['train_top1']) == 1.0
+  assert int(state.step) == 40
+  # The state stays replicated (no leading device axis), as it came in.
+  assert state.params['head']['fc']['kernel'].shape == (64, 10)
+  assert state.params['head']['fc']['kernel'].sharding == parallel.replicated(exp.mesh)
+
+
+def test_the_compiled_train_step_runs_without_compiling_again():
+  exp = _tiny_setup()
+  compiled = exp.compile_train_step()
+  state = exp.init_state()
+  with benchmark.count_compiles() as compiles:
+    for seed in range(3):
+      state, _ = compiled(state, _batch(exp, 32, seed))
+    jax.block_until_ready(state)
+  assert compiles == []
 
 
 def test_cross_entropy_with_label_smoothing_and_topk():
@@ -74,31 +79,38 @@ def test_cross_entropy_with_label_smoothing_and_topk():
   np.testing.assert_array_equal(train.correct_topk(logits, labels, 2), [1.0, 1.0])
 
 
+# Runs in a subprocess with 8 virtual devices: one SGD step on the same global
+# batch over the first n devices (n = 1, 8; a mesh of n devices), and over 8
+# devices with BatchNorm in groups of 2 ("ghost" BatchNorm).
 _EIGHT_DEVICE_SCRIPT = textwrap.dedent('''
-    import functools, json, sys
-    import jax, jax.numpy as jnp, numpy as np
-    from flax import jax_utils
+    import json, sys
+    import jax, numpy as np
     sys.path.insert(0, {tests!r})
     import test_train as t
+    from resnet_jax import parallel
     assert jax.device_count() == 8, jax.devices()
-    _, state, step = t._tiny_setup(**{{'model.depth': 8, 'optimizer': 'sgd',
-                                       'learning_rate': 0.1, 'weight_decay': 1e-4}})
-    batch = t._batch(32)
-    out = {{}}
-    for n in (1, 8):
-      devices = jax.devices()[:n]
-      p_step = jax.pmap(step, axis_name='batch', devices=devices)
-      split = jax.tree.map(lambda x: x.reshape(n, -1, *x.shape[1:]), batch)
-      new, metrics = p_step(jax_utils.replicate(state, devices), split)
-      new = jax.device_get(jax_utils.unreplicate(new))
-      out[n] = (new.params, new.batch_stats, float(metrics['train_loss'][0]))
+    overrides = {{'optimizer': 'sgd', 'learning_rate': 0.1, 'weight_decay': 1e-4}}
     flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+    out = {{}}
+    for n, group in ((1, 0), (8, 0), (8, 2)):
+      parallel.mesh_devices = lambda: jax.devices()[:n]
+      exp = t._tiny_setup(**{{**overrides, 'model.bn_group_size': group}})
+      state = exp.init_state()
+      start = parallel.to_host(state)
+      new, metrics = exp.train_step()(state, t._batch(exp, 32))
+      new = parallel.to_host(new)
+      out[n, group] = (new.params, new.batch_stats, float(metrics['train_loss']))
+    one, eight, ghost = out[1, 0], out[8, 0], out[8, 2]
+    # Ghost BatchNorm, computed directly: each group of 2 devices normalises
+    # over its own 8 examples; the running mean becomes the mean of the groups.
+    images = np.asarray(t._batch(exp, 32)['image'], np.float32)
     print(json.dumps({{
-        'params_max_diff': float(np.max(np.abs(flat(out[1][0]) - flat(out[8][0])))),
-        'params_max_change': float(np.max(np.abs(flat(out[1][0]) - flat(state.params)))),
-        'stats_max_diff': float(np.max(np.abs(flat(out[1][1]) - flat(out[8][1])))),
-        'stats_max_change': float(np.max(np.abs(flat(out[1][1]) - flat(state.batch_stats)))),
-        'loss': [out[1][2], out[8][2]],
+        'params_max_diff': float(np.max(np.abs(flat(one[0]) - flat(eight[0])))),
+        'params_max_change': float(np.max(np.abs(flat(one[0]) - flat(start.params)))),
+        'stats_max_diff': float(np.max(np.abs(flat(one[1]) - flat(eight[1])))),
+        'stats_max_change': float(np.max(np.abs(flat(one[1]) - flat(start.batch_stats)))),
+        'loss': [one[2], eight[2], ghost[2]],
+        'ghost_params_diff': float(np.max(np.abs(flat(one[0]) - flat(ghost[0])))),
     }}))
 ''')
 
@@ -118,6 +130,9 @@ def test_one_device_update_equals_eight_device_update():
   assert result['params_max_diff'] < 1e-5, result
   assert result['stats_max_diff'] < 1e-5, result
   assert result['loss'][0] == pytest.approx(result['loss'][1], rel=1e-5)
+  # BatchNorm over groups of 2 devices is another function of the same batch.
+  assert result['ghost_params_diff'] > 1e-4, result
+  assert result['loss'][2] != pytest.approx(result['loss'][0], rel=1e-4)
 
 
 def _run_main(*args, timeout=300):
@@ -129,7 +144,7 @@ def _run_main(*args, timeout=300):
 @pytest.mark.parametrize('override,message', [
     ('--config.model.shortcut=E', 'shortcut'),
     ('--config.model.depth=21', '6n+2'),
-    ('--config.batch_size=30', 'does not divide'),
+    ('--config.batch_size=30', 'batch_size=30 must be a multiple of the number of devices, 8'),
     ('--config.learning_rate=-0.1', 'learning_rate=-0.1 must be positive'),
 ])
 def test_bad_values_exit_nonzero_with_a_one_line_reason(tmp_path, override, message):
@@ -216,7 +231,7 @@ def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, fa
       'model.depth': 8, 'image_size': 16, 'batch_size': 8, 'num_classes': 10,
       'num_train_steps': 12, 'log_every_steps': 4, 'checkpoint_every_steps': 1,
       'eval_every_steps': 100})
-  with pytest.raises(train.NonFiniteLossError, match=r'loss became nan at step \d+'
+  with pytest.raises(errors.NonFiniteLossError, match=r'loss became nan at step \d+'
                      ) as error:
     with monkeypatch.context() as m:
       m.setattr(train, 'cross_entropy_loss', nan_loss)

@@ -4,19 +4,22 @@ Public API (see docs/CONTRACTS.md, "Data"):
 
     meta = data.prepare(config)                 # once: may download (config.download)
     meta = data.dataset_meta(config)            # never downloads
-    train_iter = data.create_train_iter(config, meta, start_step=step)
-    for batch in data.create_eval_iter(config, meta): ...
-    x = data.device_preprocess(config, rng, batch['image'], train=True)  # in pmap
+    mesh = parallel.make_mesh(config)
+    train_iter = data.create_train_iter(config, meta, mesh, start_step=step)
+    for batch in data.create_eval_iter(config, meta, mesh): ...
+    x = data.device_preprocess(config, rng, images, train=True)  # per device, in the step
 
-Batches are dicts of arrays already on the local devices, laid out
-[local_devices, per_device_batch, ...] for `jax.pmap`: 'image' uint8 and
-'label' int32, plus 'mask' (bool, False on padding) in evaluation batches.
+Batches are dicts of global arrays sharded over the mesh's data axes
+(`parallel.DATA_AXES`): 'image' uint8 [global_batch, H, W, C] and 'label'
+int32 [global_batch], plus 'mask' (bool, False on padding) in evaluation
+batches. Each process produces its own share; `parallel.shard_batch`
+assembles the global arrays.
 
 Importing this package does not import TensorFlow; only the tf.data and tfds
 paths do, when called. 'fake' data and `device_preprocess` never do.
 
 Modules, one job each: `meta` (DatasetMeta, config checks), `devices`
-(processes, devices, batch splits, transfer), `sources` (tfds builders,
+(onto the mesh, eval padding counts, seeds), `sources` (tfds builders,
 offline checks), `folder` (folder:PATH datasets), `tf_augment` +
 `tf_pipeline` (the tf.data host pipeline), `on_device` (data resident on the
 devices), `preprocess` (in-step JAX preprocessing), `fake` (synthetic data);
@@ -25,15 +28,17 @@ devices), `preprocess` (in-step JAX preprocessing), `fake` (synthetic data);
 
 from typing import Iterator
 
+from resnet_jax import parallel
 from resnet_jax.errors import ConfigError
 from resnet_jax.data import devices
 from resnet_jax.data import fake
 from resnet_jax.data import meta as _meta
 from resnet_jax.data.meta import DatasetMeta
+from resnet_jax.data.meta import steps_per_epoch
 from resnet_jax.data.preprocess import device_preprocess
 
 __all__ = [
-    'DatasetMeta', 'dataset_meta', 'prepare', 'steps_per_epoch',
+    'DatasetMeta', 'dataset_meta', 'input_spec', 'prepare', 'steps_per_epoch',
     'create_train_iter', 'create_eval_iter', 'device_preprocess',
 ]
 
@@ -56,12 +61,45 @@ def dataset_meta(config) -> DatasetMeta:
       would need a download (the message says how to prepare it: `prepare`,
       manual_dir, folder:PATH or data_dir).
   """
-  _meta.validate(config)
   if config.dataset == _meta.FAKE:
     return fake.dataset_meta(config)
   from resnet_jax.data import sources  # pylint: disable=g-import-not-at-top
   builder = sources.prepared_builder(config, allow_download=False)
   return sources.dataset_meta(config, builder)
+
+
+def input_spec(config, image_size: int = 0, num_classes: int = 0,
+               ) -> tuple[tuple[int, int, int], int]:
+  """(image shape (H, W, C), num_classes) of a config's model input, without the data.
+
+  For tools that need the shapes but not the examples (summary, benchmark).
+  Precedence: the arguments when > 0, then config.image_size /
+  config.num_classes when > 0, then the dataset's known shape
+  (`meta.KNOWN_SHAPES`), then the prepared dataset's info (a folder dataset is
+  prepared on first use).
+
+  Raises:
+    ConfigError: neither the config nor the dataset says.
+  """
+  size = image_size if image_size > 0 else config.image_size
+  classes = num_classes if num_classes > 0 else config.num_classes
+  if size and classes:
+    return (size, size, 3), classes
+  if config.dataset == _meta.FAKE:
+    meta = fake.dataset_meta(config)
+    known = (meta.image_shape[0], meta.num_classes)
+  elif config.dataset in _meta.KNOWN_SHAPES:
+    known = _meta.KNOWN_SHAPES[config.dataset]
+  else:
+    try:
+      meta = dataset_meta(config)
+    except ConfigError as e:
+      missing = ' and '.join(f'--config.{n}' for n, v in (
+          ('image_size', size), ('num_classes', classes)) if not v)
+      raise ConfigError(f'cannot tell the input of dataset {config.dataset!r} without '
+                        f'its data ({e}); set {missing}') from None
+    known = (meta.image_shape[0], meta.num_classes)
+  return (size or known[0], size or known[0], 3), classes or known[1]
 
 
 def prepare(config) -> DatasetMeta:
@@ -76,24 +114,13 @@ def prepare(config) -> DatasetMeta:
   Returns:
     The dataset's DatasetMeta.
   """
-  _meta.validate(config)
   if config.dataset != _meta.FAKE:
     from resnet_jax.data import sources  # pylint: disable=g-import-not-at-top
     sources.prepared_builder(config, allow_download=config.download)
   return dataset_meta(config)
 
 
-def steps_per_epoch(config, meta: DatasetMeta) -> int:
-  """Training steps per epoch: meta.num_train // config.batch_size (global)."""
-  steps = meta.num_train // config.batch_size
-  if steps < 1:
-    raise ConfigError(
-        f'batch_size={config.batch_size} is larger than the {meta.num_train} '
-        f'training examples of {meta.name!r} ({meta.train_split})')
-  return steps
-
-
-def create_train_iter(config, meta: DatasetMeta, *,
+def create_train_iter(config, meta: DatasetMeta, mesh=None, *,
                       start_step: int = 0) -> Iterator[dict]:
   """Endless training batches on the local devices, resumable at any step.
 
@@ -105,47 +132,47 @@ def create_train_iter(config, meta: DatasetMeta, *,
   Args:
     config: the config (dataset, batch_size, augment, on_device_data, ...).
     meta: `dataset_meta(config)`.
+    mesh: the run's mesh; None = `parallel.make_mesh(config)`.
     start_step: global step of the first batch (a restored checkpoint's step).
 
   Returns:
-    An iterator of {'image': uint8 [D, B/D, H, W, C], 'label': int32 [D, B/D]}
-    with D = jax.local_device_count() and B the per-process batch.
+    An iterator of {'image': uint8 [B, H, W, C], 'label': int32 [B]}, global
+    arrays sharded over the mesh's data axes (B = config.batch_size).
   """
-  _meta.validate(config)
-  devices.train_layout(config)  # Fail here on an indivisible batch size.
   steps_per_epoch(config, meta)
+  mesh = mesh or parallel.make_mesh(config)
   if start_step < 0:
     raise ConfigError(f'start_step={start_step} must be >= 0')
   if config.dataset == _meta.FAKE:
-    return fake.create_train_iter(config, meta, start_step=start_step)
+    return fake.create_train_iter(config, meta, mesh, start_step=start_step)
   if config.on_device_data:
     from resnet_jax.data import on_device  # pylint: disable=g-import-not-at-top
-    return on_device.create_train_iter(config, meta, start_step=start_step)
+    return on_device.create_train_iter(config, meta, mesh, start_step=start_step)
   from resnet_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
-  return devices.prefetch_to_devices(
-      tf_pipeline.train_batches(config, meta, start_step=start_step),
+  return devices.prefetch_to_mesh(
+      tf_pipeline.train_batches(config, meta, start_step=start_step), mesh,
       config.prefetch_batches)
 
 
-def create_eval_iter(config, meta: DatasetMeta) -> Iterator[dict]:
+def create_eval_iter(config, meta: DatasetMeta, mesh=None) -> Iterator[dict]:
   """One pass over this process's shard of the eval split, padded and masked.
 
   Every eval example appears in exactly one batch of one process with
   mask=True; the last batches are padded with mask=False examples, and every
-  process yields the same number of batches (so pmapped collectives never
-  hang). `config.num_eval_batches > 0` stops after that many batches.
+  process yields the same number of batches (so the eval step's collectives
+  never hang). `config.num_eval_batches > 0` stops after that many batches.
 
   Returns:
-    A finite iterator of {'image': uint8 [D, b, H, W, C], 'label': int32 [D, b],
-    'mask': bool [D, b]} on the local devices (b = per-device eval batch).
+    A finite iterator of {'image': uint8 [b, H, W, C], 'label': int32 [b],
+    'mask': bool [b]}, global arrays sharded over the mesh's data axes
+    (b = the global eval batch). `mesh`: as for create_train_iter.
   """
-  _meta.validate(config)
-  devices.eval_layout(config)
+  mesh = mesh or parallel.make_mesh(config)
   if config.dataset == _meta.FAKE:
-    return fake.create_eval_iter(config, meta)
+    return fake.create_eval_iter(config, meta, mesh)
   if config.on_device_data:
     from resnet_jax.data import on_device  # pylint: disable=g-import-not-at-top
-    return on_device.create_eval_iter(config, meta)
+    return on_device.create_eval_iter(config, meta, mesh)
   from resnet_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
-  return devices.prefetch_to_devices(tf_pipeline.eval_batches(config, meta),
-                                     config.prefetch_batches)
+  return devices.prefetch_to_mesh(tf_pipeline.eval_batches(config, meta), mesh,
+                                  config.prefetch_batches)

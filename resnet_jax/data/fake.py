@@ -1,10 +1,12 @@
 """dataset='fake': random uint8 images generated on the devices.
 
 For speed runs: no host input work, no host-to-device traffic, no TensorFlow.
-A few distinct batches are generated once and cycled, so every step costs the
-same. Labels are random, so losses and accuracies mean nothing.
+A few distinct batches are generated once (directly as global arrays sharded
+over the mesh) and cycled, so every step costs the same. Labels are random, so
+losses and accuracies mean nothing.
 """
 
+import functools
 import itertools
 from typing import Iterator
 
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax import parallel
 from resnet_jax.data import devices
 from resnet_jax.data import meta as meta_lib
 
@@ -31,46 +34,42 @@ def dataset_meta(config) -> meta_lib.DatasetMeta:
       train_split='train', eval_split='test', name=meta_lib.FAKE)
 
 
-def _generate(seed: int, meta: meta_lib.DatasetMeta,
-              layout: devices.BatchLayout, count: int) -> list[dict]:
-  """`count` batches generated directly on the local devices (pmap layout)."""
+def _generate(seed: int, meta: meta_lib.DatasetMeta, global_size: int, count: int,
+              mesh) -> list[dict]:
+  """`count` global batches generated on the devices, sharded over the mesh."""
   h, w, c = meta.image_shape
 
+  @functools.partial(jax.jit, out_shardings=parallel.data_sharding(mesh))
   def make(key):
     k_img, k_lbl = jax.random.split(key)
     return {
-        'image': jax.random.bits(k_img, (layout.per_device, h, w, c), jnp.uint8),
-        'label': jax.random.randint(k_lbl, (layout.per_device,), 0,
-                                    meta.num_classes, jnp.int32),
+        'image': jax.random.bits(k_img, (global_size, h, w, c), jnp.uint8),
+        'label': jax.random.randint(k_lbl, (global_size,), 0, meta.num_classes,
+                                    jnp.int32),
     }
 
-  make = jax.pmap(make, devices=devices.local_devices())
-  base = jax.random.fold_in(jax.random.key(seed), devices.process_index())
-  batches = []
-  for i in range(count):
-    keys = jax.random.split(jax.random.fold_in(base, i), layout.num_local_devices)
-    batches.append(make(keys))
-  return batches
+  base = jax.random.key(seed)
+  return [make(jax.random.fold_in(base, i)) for i in range(count)]
 
 
-def create_train_iter(config, meta: meta_lib.DatasetMeta, *,
+def create_train_iter(config, meta: meta_lib.DatasetMeta, mesh, *,
                       start_step: int = 0) -> Iterator[dict]:
-  layout = devices.train_layout(config)
-  batches = _generate(config.seed, meta, layout, NUM_DISTINCT_BATCHES)
+  layout = parallel.train_layout(config)
+  batches = _generate(config.seed, meta, layout.global_size, NUM_DISTINCT_BATCHES, mesh)
   # Batch i is the one an uninterrupted run shows at step i.
   shift = start_step % len(batches)
   return itertools.cycle(batches[shift:] + batches[:shift])
 
 
-def create_eval_iter(config, meta: meta_lib.DatasetMeta) -> Iterator[dict]:
-  layout = devices.eval_layout(config)
+def create_eval_iter(config, meta: meta_lib.DatasetMeta, mesh) -> Iterator[dict]:
+  layout = parallel.eval_layout(config)
   num_batches = devices.num_eval_batches(config, meta.num_eval, layout)
-  batches = _generate(config.seed + 1, meta, layout,
-                      min(num_batches, NUM_DISTINCT_BATCHES))
+  batches = _generate(config.seed + 1, meta, layout.global_size,
+                      min(num_batches, NUM_DISTINCT_BATCHES), mesh)
   # The last global batch is partial: mask its padding like a real split.
   for i in range(num_batches):
     batch = dict(batches[i % len(batches)])
-    first = i * layout.global_size + devices.process_index() * layout.per_process
+    first = i * layout.global_size + parallel.process_index() * layout.per_process
     valid = np.arange(layout.per_process) + first < meta.num_eval
-    batch['mask'] = devices.to_devices(valid.reshape(layout.shape))
+    batch['mask'] = parallel.shard_batch(valid, mesh)
     yield batch

@@ -14,6 +14,14 @@ FOLDER_PREFIX = 'folder:'
 FAKE = 'fake'
 # The 'imagenet' augmentation's default output size (config.image_size = 0).
 IMAGENET_SIZE = 224
+# Datasets whose model input is known without reading them: name -> (image
+# size as fed to the model, classes). Tools that need shapes only use it.
+KNOWN_SHAPES = {
+    'cifar10': (32, 10),
+    'cifar100': (32, 100),
+    'imagenet2012': (IMAGENET_SIZE, 1000),
+    'imagenette': (IMAGENET_SIZE, 10),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +44,19 @@ class DatasetMeta:
   train_split: str
   eval_split: str
   name: str
+
+
+def steps_per_epoch(config, meta: DatasetMeta) -> int:
+  """Training steps per epoch: meta.num_train // config.batch_size (global).
+
+  The remainder of each epoch is dropped, as every input path does.
+  """
+  steps = meta.num_train // config.batch_size
+  if steps < 1:
+    raise ConfigError(
+        f'batch_size={config.batch_size} is larger than the {meta.num_train} '
+        f'training examples of {meta.name!r} ({meta.train_split})')
+  return steps
 
 
 def validate(config) -> None:

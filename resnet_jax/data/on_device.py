@@ -1,98 +1,99 @@
-"""config.on_device_data: the whole train shard resident on every local device.
+"""config.on_device_data: the whole train split resident on every device.
 
-For datasets that fit in accelerator memory (CIFAR: 150 MB as uint8). This
-process's shard of the train split is decoded once and copied to each local
-device; each epoch a permutation is drawn with jax.random from (seed, epoch)
-on the devices, and each step gathers its batch there. The host only sends
-a few integers per step, so it is never the bottleneck. The random crop and
-flip are applied inside the jitted step by `device_preprocess`.
+For datasets that fit in accelerator memory (CIFAR: 150 MB as uint8). The
+train split is decoded once on every process and a copy kept on each device;
+each epoch one permutation of the whole split is drawn with jax.random from
+(seed, epoch), and each step every device gathers its rows of the global batch
+(`perm[step * B + its offset :][:per_device]`, a per-device program under
+jax.shard_map), so the batch comes out as a global array sharded like every
+other input path's. The host only sends a few integers per step, so it is
+never the bottleneck. The random crop and flip are applied inside the jitted
+step by `device_preprocess`.
 
+What a step trains on depends on (seed, step) alone, not on how many
+processes or devices share the batch: 2 processes of 4 devices see exactly the
+batches of 1 process of 8 (tested). (The tf.data path reads a shard per
+process instead: there the batch composition depends on the process count.)
 Epoch and resume semantics match the tf.data path: step s is batch
 s % steps_per_epoch of epoch s // steps_per_epoch, whatever the start step.
+
+Evaluation reads this process's part of the eval split (each example on
+exactly one process), padded and masked.
 """
 
 import functools
 from typing import Iterator
 
 import jax
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from resnet_jax import parallel
 from resnet_jax.data import devices
 from resnet_jax.data import meta as meta_lib
 from resnet_jax.data import sources
 
-# Decoded shards, kept for the next iterator (evaluation runs many times).
+# Decoded splits, kept for the next iterator (evaluation runs many times).
 _MEMO = {}
 
 
 def _load(config, meta: meta_lib.DatasetMeta, *, train: bool) -> dict:
-  """This process's shard of the train or eval split, as numpy arrays."""
+  """The whole train split, or this process's part of the eval split (numpy)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = sources.prepared_builder(config, allow_download=False)
   if train:
-    split = tfds.split_for_jax_process(
-        meta.train_split, process_index=devices.process_index(),
-        process_count=devices.process_count(), drop_remainder=True)
+    split = meta.train_split
   else:
-    split = tfds.even_splits(meta.eval_split, n=devices.process_count(),
-                             drop_remainder=False)[devices.process_index()]
+    split = tfds.even_splits(meta.eval_split, n=parallel.process_count(),
+                             drop_remainder=False)[parallel.process_index()]
   key = (str(builder.data_dir), str(split))
   if key not in _MEMO:
     _MEMO[key] = sources.load_numpy(builder, split)
   return _MEMO[key]
 
 
-def _replicate(x: np.ndarray) -> jax.Array:
-  """[n, ...] host array -> [local_devices, n, ...], one full copy per device.
-
-  Built device by device, so the host never holds the stacked copies.
-  """
-  local = devices.local_devices()
-  sharding = jax.sharding.NamedSharding(
-      jax.sharding.Mesh(np.array(local), ('batch',)),
-      jax.sharding.PartitionSpec('batch'))
-  shards = [jax.device_put(x[None], d) for d in local]
-  return jax.make_array_from_single_device_arrays(
-      (len(local), *x.shape), sharding, shards)
-
-
-def _permute(key_data, n):
-  return jax.random.permutation(jax.random.wrap_key_data(key_data), n)
-
-
-def _gather(images, labels, perm, start, per_device):
-  idx = jax.lax.dynamic_slice(perm, (start,), (per_device,))
-  return {'image': images[idx], 'label': labels[idx]}
+def _offsets(mesh, global_batch: int) -> jax.Array:
+  """[devices] int32, sharded: the first row of the global batch on each device."""
+  sharding = parallel.data_sharding(mesh)
+  rows = sharding.addressable_devices_indices_map((global_batch,))
+  shards = [jax.device_put(np.array([rows[d][0].start or 0], np.int32), d)
+            for d in parallel.local_mesh_devices(mesh)]
+  return jax.make_array_from_single_device_arrays((mesh.devices.size,), sharding, shards)
 
 
 @functools.cache
-def _pmapped(fn, static: tuple[int, ...], local: tuple):
-  # Explicit devices: the same ones `devices.local_devices()` laid data on.
-  return jax.pmap(fn, static_broadcasted_argnums=static, devices=list(local))
+def _programs(mesh, n: int, per_device: int):
+  """(permute, gather) for this mesh and split size."""
+  replicated, data = P(), P(parallel.DATA_AXES)
+
+  def gather(images, labels, perm, offset, start):  # Per device.
+    idx = jax.lax.dynamic_slice(perm, (start + offset[0],), (per_device,))
+    return {'image': images[idx], 'label': labels[idx]}
+
+  permute = jax.jit(lambda key: jax.random.permutation(key, n),
+                    out_shardings=parallel.replicated(mesh))
+  gather = jax.jit(jax.shard_map(
+      gather, mesh=mesh, in_specs=(replicated,) * 3 + (data, replicated), out_specs=data))
+  return permute, gather
 
 
-def create_train_iter(config, meta: meta_lib.DatasetMeta, *,
+def create_train_iter(config, meta: meta_lib.DatasetMeta, mesh, *,
                       start_step: int = 0) -> Iterator[dict]:
-  """Endless batches gathered on the devices from the resident shard."""
-  layout = devices.train_layout(config)
-  data = _load(config, meta, train=True)
-  n = len(data['label'])
-  images, labels = _replicate(data['image']), _replicate(data['label'])
-  steps = meta.num_train // config.batch_size
-  base = jax.random.fold_in(jax.random.key(config.seed), devices.process_index())
-  # Device d's slice of the process batch starts at d * per_device.
-  offsets = np.arange(layout.num_local_devices, dtype=np.int32) * layout.per_device
-  local = tuple(devices.local_devices())
-  permute, gather = _pmapped(_permute, (1,), local), _pmapped(_gather, (4,), local)
+  """Endless batches gathered on the devices from the resident split."""
+  layout = parallel.train_layout(config)
+  split = _load(config, meta, train=True)
+  n = len(split['label'])
+  images = parallel.replicate(split['image'], mesh)
+  labels = parallel.replicate(split['label'], mesh)
+  steps = meta_lib.steps_per_epoch(config, meta)
+  offsets = _offsets(mesh, layout.global_size)
+  permute, gather = _programs(mesh, n, layout.per_device)
+  base = jax.random.key(config.seed)
   epoch, skip = divmod(start_step, steps)
   while True:
-    # Every device draws the same permutation from the same key.
-    key_data = jax.random.key_data(jax.random.fold_in(base, epoch))
-    perm = permute(np.broadcast_to(key_data, (layout.num_local_devices,
-                                               *key_data.shape)), n)
+    perm = permute(jax.random.fold_in(base, epoch))
     for step in range(skip, steps):
-      yield gather(images, labels, perm, offsets + step * layout.per_process,
-                    layout.per_device)
+      yield gather(images, labels, perm, offsets, np.int32(step * layout.global_size))
     epoch, skip = epoch + 1, 0
 
 
@@ -102,19 +103,18 @@ def _padded(x: np.ndarray, total: int) -> np.ndarray:
   return out
 
 
-def create_eval_iter(config, meta: meta_lib.DatasetMeta) -> Iterator[dict]:
+def create_eval_iter(config, meta: meta_lib.DatasetMeta, mesh) -> Iterator[dict]:
   """This process's eval shard in padded, masked batches."""
-  layout = devices.eval_layout(config)
+  layout = parallel.eval_layout(config)
   num_batches = devices.num_eval_batches(config, meta.num_eval, layout)
-  data = _load(config, meta, train=False)
+  shard = _load(config, meta, train=False)
   total = num_batches * layout.per_process
   padded = {
-      'image': _padded(data['image'], total),
-      'label': _padded(data['label'], total),
-      'mask': np.arange(total) < len(data['label']),
+      'image': _padded(shard['image'], total),
+      'label': _padded(shard['label'], total),
+      'mask': np.arange(total) < len(shard['label']),
   }
   for i in range(num_batches):
-    batch = {k: v[i * layout.per_process:(i + 1) * layout.per_process]
-             for k, v in padded.items()}
-    yield devices.to_devices(
-        {k: v.reshape(*layout.shape, *v.shape[1:]) for k, v in batch.items()})
+    yield parallel.shard_batch(
+        {k: v[i * layout.per_process:(i + 1) * layout.per_process]
+         for k, v in padded.items()}, mesh)

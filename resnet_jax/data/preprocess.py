@@ -1,4 +1,4 @@
-"""Pure-JAX preprocessing that runs inside the pmapped step.
+"""Pure-JAX preprocessing that runs inside the train step, on each device.
 
 Host pipelines ship uint8 images (a quarter of the float32 bytes); the step
 casts and normalises them here. With `config.on_device_data` the random
@@ -80,7 +80,7 @@ def device_preprocess(config, rng: jax.Array, images: jax.Array, *,
                       train: bool) -> jax.Array:
   """Turns a uint8 batch into normalised float32 model inputs, on the device.
 
-  Called by the trainer inside the pmapped step, on each device's slice of the
+  Called by the trainer inside the train step, on each device's share of the
   batch. The tf.data pipeline has already applied the random augmentation on
   the host; with `config.on_device_data` (data resident on the devices) the
   random crop + flip of augment='cifar' is applied here instead.

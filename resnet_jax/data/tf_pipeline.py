@@ -3,8 +3,9 @@
 Train: epoch e reads this process's equal-sized shard of the train split
 (`tfds.split_for_jax_process`, remainder dropped), shuffles it with a seed made
 from (config.seed, e), augments each example with stateless randomness keyed
-by (seed, e, position) and batches it as [local_devices, per_device, ...]
-uint8. Every epoch is built from its own seeds, so resuming at step s builds
+by (seed, e, position) and batches it as uint8 [per_process, ...] (the
+process's share of each global batch; `devices.prefetch_to_mesh` turns it into
+global arrays). Every epoch is built from its own seeds, so resuming at step s builds
 epoch s // steps_per_epoch and skips s % steps_per_epoch batches (before the
 augmentation, so skipped examples cost only their reading) and yields the
 batches an uninterrupted run would.
@@ -17,6 +18,7 @@ masked examples to the same number of batches on every process.
 import functools
 from typing import Iterator
 
+from resnet_jax import parallel
 from resnet_jax.data import devices
 from resnet_jax.data import meta as meta_lib
 from resnet_jax.data import sources
@@ -81,19 +83,14 @@ class _Reader:
   def eval_example(self, ex):
     aug = self.aug
     if self.config.augment == 'imagenet':
-      image = aug.imagenet_eval(ex['image'], self.size, self.is_jpeg)
+      image = aug.imagenet_eval(ex['image'], self.size, self.is_jpeg,
+                                self.config.eval_resize)
     else:
       image = aug.resize(ex['image'], self.size)
     return {'image': image, 'label': ex['label']}
 
 
-def _to_device_layout(tf, layout: devices.BatchLayout):
-  def reshape(batch):
-    return {k: tf.reshape(v, [*layout.shape, *v.shape[1:]]) for k, v in batch.items()}
-  return reshape
-
-
-def _train_epoch(reader: _Reader, layout: devices.BatchLayout, split,
+def _train_epoch(reader: _Reader, layout: parallel.BatchLayout, split,
                  epoch: int, skip_batches: int):
   tf, config = reader.tf, reader.config
   seed = functools.partial(devices.epoch_seed, config.seed, epoch)
@@ -109,7 +106,7 @@ def _train_epoch(reader: _Reader, layout: devices.BatchLayout, split,
   ds = ds.enumerate()
   # Skip before augmenting: a resumed epoch only re-reads what it skips.
   ds = ds.skip(skip_batches * layout.per_process)
-  aug_seed = tf.constant([seed(devices.AUGMENT), devices.process_index()], tf.int64)
+  aug_seed = tf.constant([seed(devices.AUGMENT), parallel.process_index()], tf.int64)
 
   def augment(i, ex):
     return reader.train_example(
@@ -118,7 +115,6 @@ def _train_epoch(reader: _Reader, layout: devices.BatchLayout, split,
   ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
   # drop_remainder still reads the tail, so a memory cache gets completed.
   ds = ds.batch(layout.per_process, drop_remainder=True)
-  ds = ds.map(_to_device_layout(tf, layout))
   options = tf.data.Options()
   options.deterministic = True
   return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -126,13 +122,16 @@ def _train_epoch(reader: _Reader, layout: devices.BatchLayout, split,
 
 def train_batches(config, meta: meta_lib.DatasetMeta, *,
                   start_step: int = 0) -> Iterator[dict]:
-  """Host numpy batches {'image': uint8, 'label': int32}, [D, B/D, ...], endless."""
-  layout = devices.train_layout(config)
+  """This process's host numpy batches {'image': uint8, 'label': int32}, endless.
+
+  Each batch holds the process's `per_process` examples of one global step.
+  """
+  layout = parallel.train_layout(config)
   reader = _Reader(config, meta)
   split = reader.tfds.split_for_jax_process(
-      meta.train_split, process_index=devices.process_index(),
-      process_count=devices.process_count(), drop_remainder=True)
-  steps = meta.num_train // config.batch_size
+      meta.train_split, process_index=parallel.process_index(),
+      process_count=parallel.process_count(), drop_remainder=True)
+  steps = meta_lib.steps_per_epoch(config, meta)
   epoch, skip = divmod(start_step, steps)
   while True:
     count = skip
@@ -151,12 +150,12 @@ def train_batches(config, meta: meta_lib.DatasetMeta, *,
 
 def eval_batches(config, meta: meta_lib.DatasetMeta) -> Iterator[dict]:
   """Host numpy batches with 'mask'; the same number on every process."""
-  layout = devices.eval_layout(config)
+  layout = parallel.eval_layout(config)
   num_batches = devices.num_eval_batches(config, meta.num_eval, layout)
   reader = _Reader(config, meta)
   tf = reader.tf
-  split = reader.tfds.even_splits(meta.eval_split, n=devices.process_count(),
-                                  drop_remainder=False)[devices.process_index()]
+  split = reader.tfds.even_splits(meta.eval_split, n=parallel.process_count(),
+                                  drop_remainder=False)[parallel.process_index()]
   limit = num_batches * layout.per_process
   key = ('eval', str(reader.builder.data_dir), str(split), config.augment, reader.size, limit)
   ds = _MEMO.get(key)
@@ -170,5 +169,5 @@ def eval_batches(config, meta: meta_lib.DatasetMeta) -> Iterator[dict]:
   padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
       lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)).repeat()
   ds = ds.concatenate(padding).take(limit)
-  ds = ds.batch(layout.per_process).map(_to_device_layout(tf, layout))
+  ds = ds.batch(layout.per_process)
   yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

@@ -47,6 +47,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     'num_groups': 32,
     'bn_momentum': 0.9,
     'zero_init_residual': False,
+    'bn_group_size': 0,
 }
 
 # The fields a named variant may set (the architecture's shape).
@@ -152,6 +153,11 @@ class ResNetSpec:
   zero_init_residual: bool
 
   @property
+  def label(self) -> str:
+    """The variant's name, or 'cifar-resnet56' for one built from fields."""
+    return self.name or f'{self.family}-resnet{self.depth}'
+
+  @property
   def expansion(self) -> int:
     """Output width / planes of a block (1 basic, 4 bottleneck)."""
     return _EXPANSION[self.block]
@@ -178,8 +184,7 @@ class ResNetSpec:
       extra.append(f'{self.groups}x{self.width_per_group}d groups')
     if self.width_multiplier != 1:
       extra.append(f'width x{self.width_multiplier}')
-    label = self.name or f'{self.family}-resnet{self.depth}'
-    return (f'{label}: {self.block} [{stages}], widths {list(self.stage_out_widths)}, '
+    return (f'{self.label}: {self.block} [{stages}], widths {list(self.stage_out_widths)}, '
             f'{kind}, {self.stem} stem, {self.norm} norm'
             + ''.join(f', {e}' for e in extra))
 
@@ -296,6 +301,10 @@ def resolve_spec(model_config: Any) -> ResNetSpec:
   if not isinstance(f['zero_init_residual'], bool):
     raise ConfigError(
         f"model.zero_init_residual={f['zero_init_residual']!r} must be true or false")
+  # Not part of the architecture (the same weights either way): which devices
+  # share BatchNorm statistics in training; parallel.bn_group_size checks it
+  # against the device count.
+  _int('bn_group_size', f['bn_group_size'], 0)
   momentum = f['bn_momentum']
   if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not (
       0.0 <= momentum < 1.0):
