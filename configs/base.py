@@ -1,7 +1,9 @@
 """Shared defaults for every resnet_jax config; not a runnable experiment by itself.
 
-Every field the code reads is defined (and commented) here exactly once. Dataset,
-model and hardware variants import this file and override only what changes:
+Every field the code reads is defined (and commented) here exactly once; the
+`model` section's fields are defined in resnet_jax/models/registry.py
+(MODEL_FIELDS), the one schema the models and this file share. Dataset, model
+and hardware variants import this file and override only what changes:
 
     from configs import base
     def get_config(arg=None):
@@ -15,54 +17,26 @@ Run any config with:
 """
 
 import ml_collections
+from ml_collections import config_dict
+
+from resnet_jax.models import registry
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  """The `model` section: a ResNet variant described as data."""
+  """The `model` section: a ResNet variant described as data.
+
+  Its fields, their defaults and their meaning are defined once, in
+  resnet_jax/models/registry.py (MODEL_FIELDS): name, the shape fields
+  (family, depth, block, preact, stem, base_width, width_multiplier, groups,
+  width_per_group; unset = from `name`, else the family's default), shortcut,
+  bottleneck_stride, norm, num_groups, bn_momentum, zero_init_residual,
+  bn_group_size. An unset shape field is a typed placeholder, so
+  --config.model.depth=56 still parses as an int.
+  """
   m = ml_collections.ConfigDict()
-  # Named variant from resnet_jax.models.registry ('resnet50', 'cifar_resnet56',
-  # 'wide_resnet50_2', ...). When set, it supplies family/depth/widths; the other
-  # fields below still override it. Empty: build from `family` + `depth`.
-  m.name = ''
-  # 'imagenet' (ResNet-18...200, 64-512 stage widths) or 'cifar' (6n+2, 16/32/64).
-  m.family = 'cifar'
-  # Network depth: 18/34/50/101/152/200 for 'imagenet', any 6n+2 for 'cifar'.
-  m.depth = 20
-  # Shortcut option: 'A' (parameter-free zero-pad), 'B' (projection where the
-  # shape changes), 'C' (projection everywhere), 'D' (avg-pool + 1x1 projection
-  # when downsampling), 'none' (plain network, no shortcut).
-  m.shortcut = 'A'
-  # 'auto' (basic below depth 50, bottleneck from 50 on), 'basic' or 'bottleneck'.
-  m.block = 'auto'
-  # Pre-activation blocks (He et al. 2016, "Identity Mappings").
-  m.preact = False
-  # Bottleneck stride on the 3x3 conv ('v1.5', torchvision) or the first 1x1 ('v1').
-  m.bottleneck_stride = 'v1.5'
-  # 'imagenet' (7x7/2 conv + 3x3/2 max-pool), 'deep' (three 3x3 convs, ResNet-C),
-  # 'cifar' (one 3x3 conv, no pool), or 'auto' (from the family).
-  m.stem = 'auto'
-  # Width of the first stage; later stages double it. 0: the family's default
-  # (64 for imagenet, 16 for cifar).
-  m.base_width = 0
-  # Multiplier on the bottleneck's inner width (2 for wide_resnet50_2).
-  m.width_multiplier = 1
-  # Grouped 3x3 convs in bottlenecks (ResNeXt cardinality); 1 = plain ResNet.
-  m.groups = 1
-  # ResNeXt bottleneck width per group (4 for resnext50_32x4d); 64 = plain ResNet.
-  m.width_per_group = 64
-  # 'batch' (cross-device BatchNorm), 'group' or 'none'.
-  m.norm = 'batch'
-  # Groups for GroupNorm (only used when norm='group').
-  m.num_groups = 32
-  # BatchNorm momentum for running statistics (torchvision's 0.1 => 0.9 here).
-  m.bn_momentum = 0.9
-  # Zero-init the last norm scale in each residual branch (Goyal et al. 2017).
-  m.zero_init_residual = False
-  # BatchNorm statistics in training over groups of this many devices ("ghost"
-  # / per-GPU BatchNorm, Goyal et al. 2017: 32 images per group); 0 = over all
-  # devices, i.e. the whole global batch. Running averages are then averaged
-  # over the groups, so every device keeps the same state.
-  m.bn_group_size = 0
+  for name, field in registry.MODEL_FIELDS.items():
+    m[name] = (field.default if field.default is not None
+               else config_dict.placeholder(field.type))
   return m
 
 

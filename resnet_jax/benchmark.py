@@ -70,6 +70,7 @@ import numpy as np
 from resnet_jax import cli
 from resnet_jax import parallel
 from resnet_jax import train
+from resnet_jax import validation
 from resnet_jax.data import devices as data_devices
 from resnet_jax.errors import ConfigError
 
@@ -380,7 +381,9 @@ def run_benchmark(config: Any, *, steps: int = 20, warmup: int = 3, repeats: int
     raise ConfigError(f'--host_input={host_input!r}; valid: {", ".join(HOST_INPUTS)}')
   if prefetch < 0:
     raise ConfigError(f'--prefetch={prefetch} must be >= 0')
-  exp = train.setup_experiment(synthetic(config))
+  config = synthetic(config)
+  validation.validate(config)
+  exp = train.setup_experiment(config)
   timing = measure(exp, steps=steps, warmup=warmup, repeats=repeats, donate=donate,
                    host_input=host_input, prefetch=prefetch)
   result = result_row(exp, timing, peak_tflops=peak_tflops)
@@ -451,5 +454,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -3,7 +3,6 @@
 import functools
 import logging as std_logging
 import os
-import re
 import sys
 from typing import Callable
 
@@ -43,9 +42,10 @@ def user_errors(main: Callable) -> Callable:
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses absl flags; a bad flag or config override is one line and exit 2.
 
-  ml_collections reports an unknown `--config.x` field or a value of the wrong
-  type as an exception from inside flag parsing; a user should see the reason
-  ("Did you mean 'depth'?"), not a traceback.
+  ml_collections reports an unknown `--config.x` field, a value of the wrong
+  type or an error raised by the config file itself as an exception from
+  inside flag parsing; a user should see the reason ("Did you mean 'depth'?"),
+  not a traceback.
   """
   try:
     rest = flags.FLAGS(argv)
@@ -53,31 +53,46 @@ def parse_flags(argv: list[str]) -> list[str]:
       # config_flags defers a config file's load error to its first use.
       flags.FLAGS.config.keys()
     return rest
-  except OSError as e:  # A config file that cannot be read.
-    reason = _one_line(e).split(']: ')[-1]
-    print(f'error: cannot load the config file: {reason}', file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    print(f'error: bad command-line flag: {_one_line(e)} (see --helpfull)',
-          file=sys.stderr)
+  except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
+    print(f'error: {flag_error_reason(e)} (see --helpfull)', file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _one_line(error: Exception) -> str:
-  """The reason in an exception raised while parsing flags, on one line."""
-  raw = str(error.args[0]) if error.args else str(error)
-  raw = raw.replace('\\n', '\n').replace("\\'", "'")
-  if isinstance(error, OSError):
-    return raw.strip().splitlines()[-1].strip()
-  if len(raw) > 1 and raw[0] == raw[-1] and raw[0] in '\'"':
-    raw = raw[1:-1]  # The repr of a KeyError's message.
-  lines = [l.strip() for l in raw.splitlines() if l.strip()]
-  if any(l.startswith('Traceback') for l in lines):
-    # A config file raised: its own message is the last line of the traceback.
-    prefix = lines[0].split(': Error whilst parsing config file')[0]
-    reason = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1])
-    return f'{prefix}: {reason}'
-  return ' '.join(lines)
+def _chain(error: BaseException) -> list[BaseException]:
+  """The error and the ones it was raised from, outermost first."""
+  chain = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  return chain
+
+
+def flag_error_reason(error: BaseException) -> str:
+  """One line saying why flag parsing failed, from the exceptions themselves.
+
+  - a ConfigError raised by a config file (an unknown config argument): its message;
+  - an unknown config field: ml_collections' KeyError ("Did you mean ...");
+  - a config file that cannot be loaded: the OSError's last line;
+  - anything else: the flag error's own message.
+  """
+  chain = _chain(error)
+  # Innermost first: ml_collections re-raises a config file's error as the
+  # same class with the traceback text in its message.
+  for e in reversed(chain):
+    if isinstance(e, ConfigError):
+      return f'bad config: {_squeeze(e)}'
+  for e in chain:
+    if isinstance(e, KeyError) and e.args:
+      return f'bad command-line flag: unknown config field {_squeeze(e.args[0])}'
+  if isinstance(chain[-1], OSError):
+    return f'cannot load the config file: {str(chain[-1]).strip().splitlines()[-1].strip()}'
+  if isinstance(chain[0], flags.Error):
+    return f'bad command-line flag: {_squeeze(chain[0])}'
+  return f'bad command-line flag: {type(chain[-1]).__name__}: {_squeeze(chain[-1])}'
+
+
+def _squeeze(text) -> str:
+  return ' '.join(str(text).split())
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -94,8 +109,19 @@ class _QuietLibraries(std_logging.Filter):
             or not any(n in record.pathname for n in self._NOISY))
 
 
-def run(main: Callable) -> None:
-  """absl's app.run for `main`, with user errors reported as one line."""
+def run(main: Callable, define_flags: Callable[[], None] | None = None) -> None:
+  """Runs a command-line tool: its flags, absl's app.run, one-line user errors.
+
+  Every tool defines its flags in a `define_flags()` function that only this
+  calls, so that importing the module (tests, notebooks, other tools) leaves
+  absl's flag namespace alone.
+
+  Args:
+    main: the tool's main(argv) -> exit status.
+    define_flags: defines the tool's flags (None: it has none of its own).
+  """
+  if define_flags is not None:
+    define_flags()
   logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(user_errors(main), flags_parser=parse_flags)
 

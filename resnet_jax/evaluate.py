@@ -28,14 +28,18 @@ from resnet_jax import cli
 from resnet_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None,
-                    'A workdir, its checkpoints/ directory, or a step directory.')
-flags.DEFINE_integer('num_batches', -1,
-                     'Evaluate on at most this many eval batches; -1 = the whole split.')
-config_flags.DEFINE_config_file(
-    'config', None, 'Config of the run (default: the config.json beside the '
-    'checkpoint), e.g. configs/cifar10.py:depth=56.', lock_config=True)
-flags.mark_flags_as_required(['checkpoint'])
+
+
+def define_flags() -> None:
+  """evaluate's flags (see cli.run)."""
+  flags.DEFINE_string('checkpoint', None,
+                      'A workdir, its checkpoints/ directory, or a step directory.')
+  flags.DEFINE_integer('num_batches', -1,
+                       'Evaluate on at most this many eval batches; -1 = the whole split.')
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config of the run (default: the config.json beside the '
+      'checkpoint), e.g. configs/cifar10.py:depth=56.', lock_config=True)
+  flags.mark_flags_as_required(['checkpoint'])
 
 
 def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
@@ -60,6 +64,7 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
   from resnet_jax import data  # pylint: disable=g-import-not-at-top
   from resnet_jax import parallel  # pylint: disable=g-import-not-at-top
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
+  from resnet_jax import validation  # pylint: disable=g-import-not-at-top
 
   # Resolve the path first: a typo fails before any model is built.
   checkpoint.resolve(path)
@@ -68,6 +73,7 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.num_eval_batches = num_batches
+  validation.validate(config)
   # The dataset must be there already: evaluation never downloads or prepares.
   exp = train.setup_experiment(config, prepare_data=False)
   state = exp.init_state()
@@ -100,4 +106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

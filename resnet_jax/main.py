@@ -20,14 +20,18 @@ from resnet_jax import cli
 from resnet_jax import errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the config.')
-flags.DEFINE_boolean('allow_config_change', False,
-                     'Resume a workdir whose checkpoints were written under another '
-                     'config (the differences are logged and recorded).')
-config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/cifar10.py:depth=56,shortcut=A.',
-    lock_config=True)
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def define_flags() -> None:
+  """main's flags (see cli.run)."""
+  flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the config.')
+  flags.DEFINE_boolean('allow_config_change', False,
+                       'Resume a workdir whose checkpoints were written under another '
+                       'config (the differences are logged and recorded).')
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/cifar10.py:depth=56,shortcut=A.',
+      lock_config=True)
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
@@ -45,4 +49,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

@@ -11,6 +11,7 @@ into the same one-line `ConfigError`.
 """
 
 import contextlib
+import math
 import os
 from typing import Any, Iterator
 
@@ -84,9 +85,10 @@ def _host_available_bytes() -> int | None:
 def _what(config, model) -> str:
   layout = parallel.train_layout(config)
   n = layout.global_size // layout.per_device
+  size = config.image_size
+  images = f'{size}x{size} images' if size else 'images of the native size'
   return (f'{model.spec.label} at batch {layout.global_size} ({layout.per_device} per '
-          f'device on {n} device(s)), {config.dtype}, '
-          f'{model.spec.family} images {config.image_size or "native size"}')
+          f'device on {n} device(s)), {config.dtype}, {images}')
 
 
 def _advice(config, fits_batch: int | None) -> str:
@@ -118,7 +120,8 @@ def check_fits(compiled, config, model, mesh) -> None:
   room = have - need['arguments']
   n = layout.global_size // layout.per_device
   fits = int(room // per_example) if per_example > 0 and room > 0 else 0
-  fits_batch = fits * n if fits >= 1 else None
+  # A power of two per device: the estimate is linear, real use is not quite.
+  fits_batch = n * 2**int(math.log2(fits)) if fits >= 1 else None
   raise ConfigError(
       f'out of memory: the train step of {_what(config, model)} needs '
       f'{need["total"] / _GIB:.1f} GiB per device (XLA memory analysis of the '

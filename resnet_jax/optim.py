@@ -71,7 +71,9 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
   peak = float(config.learning_rate)
 
   if config.schedule == 'cosine':
-    # warmup_cosine_decay_schedule needs warmup >= 0 and decays to 0 at `total`.
+    if warmup == 0:
+      return optax.cosine_decay_schedule(peak, decay_steps=total)
+    # Decays to 0 at `total` (decay_steps counts the warmup too).
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=total,
         end_value=0.0)

@@ -43,16 +43,19 @@ from resnet_jax import data
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_COPY = os.path.join(REPO, '..', 'shared', 'data', 'cifar10-jpeg-q75.tar.gz')
 
-_ONLY = flags.DEFINE_list('only', ['cifar', 'imagenet'],
-                          'Which benchmarks: cifar, imagenet.')
-_CIFAR = flags.DEFINE_string('cifar', '', 'CIFAR source: folder:PATH or a tfds name; '
-                             'default: the CIFAR-10 JPEG copy if present, else generated.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '', 'tfds data_dir; default: a temporary one.')
-_CIFAR_BATCH = flags.DEFINE_integer('cifar_batch_size', 128, 'CIFAR global batch.')
-_IMAGENET_BATCH = flags.DEFINE_integer('imagenet_batch_size', 64, 'ImageNet global batch.')
-_IMAGENET_IMAGES = flags.DEFINE_integer('imagenet_images', 640,
-                                        'Generated 500x375 JPEGs (train split).')
-_STEPS = flags.DEFINE_integer('steps', 0, 'Timed batches per benchmark (0: defaults).')
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """pipeline_benchmark's flags (see cli.run)."""
+  flags.DEFINE_list('only', ['cifar', 'imagenet'], 'Which benchmarks: cifar, imagenet.')
+  flags.DEFINE_string('cifar', '', 'CIFAR source: folder:PATH or a tfds name; '
+                      'default: the CIFAR-10 JPEG copy if present, else generated.')
+  flags.DEFINE_string('data_dir', '', 'tfds data_dir; default: a temporary one.')
+  flags.DEFINE_integer('cifar_batch_size', 128, 'CIFAR global batch.')
+  flags.DEFINE_integer('imagenet_batch_size', 64, 'ImageNet global batch.')
+  flags.DEFINE_integer('imagenet_images', 640, 'Generated 500x375 JPEGs (train split).')
+  flags.DEFINE_integer('steps', 0, 'Timed batches per benchmark (0: defaults).')
 
 
 def emit(name: str, **fields) -> None:
@@ -104,7 +107,7 @@ def _prepare(config, name: str) -> data.DatasetMeta:
 
 
 def bench_cifar(data_dir: str, tmp: str, steps: int) -> None:
-  source = _CIFAR.value
+  source = FLAGS.cifar
   if not source:
     if os.path.exists(CIFAR_COPY):
       source = f'folder:{os.path.abspath(CIFAR_COPY)}'
@@ -113,7 +116,7 @@ def bench_cifar(data_dir: str, tmp: str, steps: int) -> None:
       _generate_cifar_like(root, per_class=500)
       source = f'folder:{root}'
   config = configlib.load(os.path.join(REPO, 'configs', 'cifar10.py'), {
-      'dataset': source, 'data_dir': data_dir, 'batch_size': _CIFAR_BATCH.value})
+      'dataset': source, 'data_dir': data_dir, 'batch_size': FLAGS.cifar_batch_size})
   meta = _prepare(config, 'cifar_prepare')
   spe = data.steps_per_epoch(config, meta)
   it = data.create_train_iter(config, meta)
@@ -139,13 +142,13 @@ def bench_cifar(data_dir: str, tmp: str, steps: int) -> None:
 def bench_imagenet(data_dir: str, tmp: str, steps: int) -> None:
   root = os.path.join(tmp, 'imagenet_like')
   start = time.perf_counter()
-  _generate_imagenet_like(root, _IMAGENET_IMAGES.value)
+  _generate_imagenet_like(root, FLAGS.imagenet_images)
   sizes = [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs]
   logging.info('generated %d JPEGs (mean %.0f KB) in %.1f s', len(sizes),
                np.mean(sizes) / 1024, time.perf_counter() - start)
   config = configlib.load(os.path.join(REPO, 'configs', 'r50.py'), {
       'dataset': f'folder:{root}', 'data_dir': data_dir,
-      'batch_size': _IMAGENET_BATCH.value, 'shuffle_buffer_size': 1024})
+      'batch_size': FLAGS.imagenet_batch_size, 'shuffle_buffer_size': 1024})
   meta = _prepare(config, 'imagenet_prepare')
   it = data.create_train_iter(config, meta)
   jax.block_until_ready(next(it))  # Start-up: TF graph building, first reads.
@@ -172,22 +175,22 @@ def bench_imagenet(data_dir: str, tmp: str, steps: int) -> None:
 def main(argv):
   if len(argv) > 1:
     raise flags.Error(f'unexpected arguments: {" ".join(argv[1:])}')
-  unknown = set(_ONLY.value) - {'cifar', 'imagenet'}
+  unknown = set(FLAGS.only) - {'cifar', 'imagenet'}
   if unknown:
     raise configlib.ConfigError(f'--only: unknown benchmarks {sorted(unknown)}; '
                                 'valid: cifar, imagenet')
   tmp = tempfile.mkdtemp(prefix='pipeline_benchmark_')
-  data_dir = _DATA_DIR.value or os.path.join(tmp, 'tfds')
+  data_dir = FLAGS.data_dir or os.path.join(tmp, 'tfds')
   emit('host', cpu_count=os.cpu_count(), devices=[str(d) for d in jax.local_devices()])
   try:
-    if 'cifar' in _ONLY.value:
-      bench_cifar(data_dir, tmp, _STEPS.value)
-    if 'imagenet' in _ONLY.value:
-      bench_imagenet(data_dir, tmp, _STEPS.value)
+    if 'cifar' in FLAGS.only:
+      bench_cifar(data_dir, tmp, FLAGS.steps)
+    if 'imagenet' in FLAGS.only:
+      bench_imagenet(data_dir, tmp, FLAGS.steps)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return 0
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

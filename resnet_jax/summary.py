@@ -206,7 +206,8 @@ def format_summary(s: Summary) -> str:
 FLAGS = flags.FLAGS
 
 
-def _define_flags():
+def define_flags() -> None:
+  """summary's flags (see cli.run)."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file(
       'config', None, 'Config file, e.g. configs/cifar10.py:depth=56,shortcut=A.',
@@ -233,5 +234,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)

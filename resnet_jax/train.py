@@ -38,6 +38,7 @@ from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import parallel
 from resnet_jax import progress
+from resnet_jax import validation
 from resnet_jax import workdir as workdir_lib
 
 
@@ -332,12 +333,11 @@ def setup_experiment(config: ml_collections.ConfigDict, *,
   """Resolves dataset facts, model, schedule, optimizer and mesh from the config.
 
   Args:
-    config: the run config, already checked by `validation.validate`.
+    config: the run config, already checked by `validation.validate` (every
+      command calls it first, before any work).
     prepare_data: download (when allowed) and prepare the dataset if needed;
       False only reads the facts of an already prepared one (evaluation).
   """
-  from resnet_jax import validation  # pylint: disable=g-import-not-at-top
-  validation.validate(config)
   meta = data.prepare(config) if prepare_data else data.dataset_meta(config)
   num_classes = config.num_classes or meta.num_classes
   model = models.create_model(config.model, num_classes=num_classes, dtype=config.dtype,
@@ -400,10 +400,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from resnet_jax import signals  # pylint: disable=g-import-not-at-top
 
-  exp = setup_experiment(config)
-  # Locks the workdir and checks the config against its checkpoints' first.
+  validation.validate(config)
+  # The workdir before the data: it is locked and its config checked first.
   run_dir = workdir_lib.open_run(workdir, config, allow_config_change=allow_config_change)
   with run_dir:
+    exp = setup_experiment(config)
     start = time.perf_counter()
     compiled_step = exp.compile_train_step()
     compile_s = time.perf_counter() - start

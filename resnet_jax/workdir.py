@@ -37,13 +37,13 @@ CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
 CHECKPOINTS = 'checkpoints'
 # Fields a resumed run may change without --allow_config_change: how often it
-# logs, evaluates and checkpoints, how much it keeps, where it reads data from
-# and how it is launched. None of them changes what is computed.
+# logs, evaluates and checkpoints, how much it keeps, where it reads data from,
+# how it is launched, how it evaluates. None of them changes what is trained.
 RESUMABLE_CHANGES = frozenset({
     'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
     'keep_checkpoints', 'num_eval_batches', 'prefetch_batches', 'data_dir',
     'manual_dir', 'download', 'distributed', 'coordinator_address', 'num_processes',
-    'process_id', 'init_from', 'init_from_skip_head',
+    'process_id', 'init_from', 'init_from_skip_head', 'eval_resize',
 })
 # May grow, not shrink: training for longer continues the same run.
 LENGTHS = ('num_train_steps', 'num_epochs')

@@ -161,3 +161,14 @@ def test_bad_settings_exit_2_with_one_line():
       env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert 'error: --steps=0' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_a_dataset_config_runs_on_synthetic_data_without_the_data(tmp_path):
+  """cifar10 is not prepared here: the benchmark needs only its shape."""
+  config = configlib.load(os.path.join(REPO, 'configs/cifar10.py'), {
+      'model.depth': 8, 'batch_size': 16, 'data_dir': str(tmp_path / 'empty'),
+      'download': False})
+  result = benchmark.run_benchmark(config, steps=1, warmup=1)
+  assert (result['image_size'], result['batch_size']) == (32, 16)
+  assert result['images_per_sec'] > 0 and result['recompiles'] == 0
+  assert not os.listdir(tmp_path) or not os.listdir(tmp_path / 'empty')

@@ -307,7 +307,7 @@ _SLOW_COMMIT = textwrap.dedent('''
     atomicity.AtomicRenameTemporaryPath.finalize = slow_finalize
     from resnet_jax import cli, main
     sys.argv = ['main'] + sys.argv[1:]
-    cli.run(main.main)
+    cli.run(main.main, main.define_flags)
 ''')
 
 
@@ -344,7 +344,7 @@ _EIGHT_DEVICES = textwrap.dedent('''
     assert jax.device_count() == 8, jax.devices()
     from resnet_jax import cli, main
     sys.argv = ['main'] + sys.argv[1:]
-    cli.run(main.main)
+    cli.run(main.main, main.define_flags)
 ''')
 
 

@@ -180,6 +180,23 @@ def test_corrupt_image_error_names_the_path(tmp_path):
     data.dataset_meta(config)
 
 
+def test_a_truncated_archive_is_one_line_naming_it(tmp_path):
+  src = tmp_path / 'shapes'
+  write_folder(str(src), {'train': 40, 'test': 4})
+  archive = tmp_path / 'shapes.tar.gz'
+  with tarfile.open(archive, 'w:gz') as tar:
+    tar.add(src, arcname='shapes')
+  whole = archive.read_bytes()
+  cut = tmp_path / 'cut.tar.gz'
+  cut.write_bytes(whole[:len(whole) // 2])  # As `head -c` of a download would.
+  config = make_config(dataset=f'folder:{cut}', data_dir=str(tmp_path / 'tfds'))
+  with pytest.raises(ConfigError) as e:
+    data.dataset_meta(config)
+  message = str(e.value)
+  assert message.startswith(f'archive {cut} is damaged or truncated') and '\n' not in message
+  assert f'{len(whole) // 2:,} bytes' in message
+
+
 def test_folder_layout_and_size_errors(tmp_path):
   src = tmp_path / 'mixed'
   # Mixed sizes, formats and colour modes: stored as (None, None, 3).

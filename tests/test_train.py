@@ -183,7 +183,7 @@ _MOCK_MAIN = textwrap.dedent('''
     builder.info.write_to_directory(builder.data_dir)
     with tfds.testing.mock_data(num_examples=64, data_dir=data_dir,
                                 policy=tfds.testing.MockPolicy.USE_FILES):
-      cli.run(main.main)
+      cli.run(main.main, main.define_flags)
 ''')
 
 

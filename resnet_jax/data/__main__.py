@@ -12,25 +12,32 @@ on stderr, exit status 2).
 import dataclasses
 import json
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from resnet_jax import cli
 from resnet_jax import data
+from resnet_jax import validation
+from resnet_jax.errors import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=True)
-flags.mark_flags_as_required(['config'])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The data command's flags (see cli.run)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                  lock_config=True)
+  flags.mark_flags_as_required(['config'])
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  meta = data.prepare(_CONFIG.value)
+    raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
+  validation.validate(FLAGS.config)
+  meta = data.prepare(FLAGS.config)
   print(json.dumps(dataclasses.asdict(meta)), flush=True)
   return 0
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, define_flags)

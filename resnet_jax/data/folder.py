@@ -27,6 +27,7 @@ import re
 import tarfile
 import time
 import warnings
+import zlib
 from concurrent import futures
 from typing import Iterator
 
@@ -147,6 +148,12 @@ def _iter_source(path: str, wanted: set[str] | None = None,
         except OSError as e:
           yield member, e
   else:
+    yield from _iter_archive(path, wanted)
+
+
+def _iter_archive(path: str, wanted: set[str] | None):
+  """(member path, bytes) of an archive's images; ConfigError if it is damaged."""
+  try:
     # 'r|*' reads the archive as a stream: no seeking, no extraction.
     with tarfile.open(path, mode='r|*') as tar:
       for info in tar:
@@ -157,6 +164,12 @@ def _iter_source(path: str, wanted: set[str] | None = None,
           continue
         fobj = tar.extractfile(info)
         yield member, fobj.read()
+  except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    # A truncated download or copy: tarfile/gzip fail somewhere in the stream.
+    raise ConfigError(
+        f'archive {path} is damaged or truncated ({type(e).__name__}: {e}); copy or '
+        'download it again (its size is '
+        f'{os.path.getsize(path):,} bytes)') from None
 
 
 def _inspect(data: bytes | Exception) -> tuple[str, str, tuple[int, int]]:

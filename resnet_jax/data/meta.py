@@ -79,6 +79,11 @@ def validate(config) -> None:
         "on_device_data=True supports augment='cifar' or 'none' (fixed-size "
         "images kept on the devices); use the tf.data pipeline "
         "(--config.on_device_data=False) for augment='imagenet'")
+  eval_resize = config.eval_resize
+  if isinstance(eval_resize, bool) or not isinstance(eval_resize, int) or (
+      eval_resize and eval_resize < (config.image_size or IMAGENET_SIZE)):
+    raise ConfigError(f'eval_resize={eval_resize!r} must be 0 (centre crop) or a '
+                      'shorter side >= image_size (torchvision: 256)')
   if config.shuffle_buffer_size < 1:
     raise ConfigError(
         f'shuffle_buffer_size={config.shuffle_buffer_size} must be >= 1')

@@ -8,12 +8,28 @@ identical after a resume.
 'cifar' mirrors `preprocess.crop_flip` (the on-device version) exactly:
 zero-pad 4, crop at a uniform offset in [0, 8]^2, flip with probability 1/2.
 'imagenet' is the Inception-style random resized crop (area 8-100 %, aspect
-3/4-4/3, 10 attempts, else a centre crop) + flip; eval takes the centre
-224/256 of the shorter side, resized to the output size (= resize to
-256/224 x size, centre crop). Resizing is bilinear with antialiasing.
+3/4-4/3, 10 attempts, else a centre crop) + flip. Its evaluation transform
+(`config.eval_resize`) is one of:
+
+- 0: the centre 224/256 of the shorter side, resized to the output size (the
+  TF ResNet reference; only the crop of a JPEG is decoded);
+- N > 0: torchvision's `Resize(N) + CenterCrop(size)` (N = 256 for its V1
+  weights, 232 for V2): the whole image resized so that its shorter side is
+  N, keeping the aspect ratio (the longer side truncated as torchvision does),
+  then the centre size x size, offsets rounded half to even as Python's
+  `round`; JPEGs decoded with the accurate integer DCT and resampled in two
+  uint8 passes, as PIL does both. This is what torchvision's published
+  accuracies use.
+
+From the same image the two transforms give different pixels (where the
+resampling grid falls); ours and torchvision's (PIL) agree but for PIL's
+fixed-point rounding (measured in experiments/results/pretrained_parity.md).
+Resizing is bilinear with antialiasing everywhere, as PIL's.
 """
 
 import tensorflow as tf
+
+from resnet_jax.errors import ConfigError
 
 CIFAR_PAD = 4
 EVAL_CROP_FRACTION = 224 / 256
@@ -24,6 +40,11 @@ CROP_ATTEMPTS = 10
 
 def _to_uint8(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _round_half_up(image: tf.Tensor) -> tf.Tensor:
+  """float -> uint8 as PIL rounds (0.5 up; tf.round rounds half to even)."""
+  return tf.cast(tf.clip_by_value(tf.floor(image + 0.5), 0, 255), tf.uint8)
 
 
 def resize(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -100,8 +121,54 @@ def imagenet_train(encoded: tf.Tensor, seed: tf.Tensor, size: int,
   return tf.cond(flip, lambda: tf.reverse(out, axis=[1]), lambda: out)
 
 
-def imagenet_eval(encoded: tf.Tensor, size: int, is_jpeg: bool) -> tf.Tensor:
-  """Centre 224/256 of the shorter side, resized to size x size."""
+def torchvision_resize_size(size: int) -> int:
+  """torchvision's usual shorter side before a `size` centre crop (224 -> 256)."""
+  return size * 256 // 224
+
+
+def torchvision_eval(encoded: tf.Tensor, size: int, resize: int | None = None) -> tf.Tensor:
+  """torchvision's Resize(resize) + CenterCrop(size), from encoded bytes.
+
+  Args:
+    encoded: JPEG/PNG/... bytes.
+    size: output side (the crop).
+    resize: the shorter side after resizing; None = torchvision_resize_size(size).
+  """
+  # PIL decodes JPEGs with libjpeg's accurate integer DCT; TF's default (the
+  # fast one) differs from it by up to ~20 levels on photos, this by none.
+  image = tf.cond(
+      tf.io.is_jpeg(encoded),
+      lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
+      lambda: decode(encoded))
+  shape = tf.shape(image)
+  h, w = shape[0], shape[1]
+  short = torchvision_resize_size(size) if resize is None else resize
+  # torchvision: int(short * long / shorter_side); exact in integers.
+  new_h = tf.where(w <= h, (short * h) // w, short)
+  new_w = tf.where(w <= h, short, (short * w) // h)
+  # As PIL resamples uint8 images: the width first, rounded (half up) to uint8,
+  # then the height. One 2-D resize in float differs by 1 level on ~10 % of the
+  # values; this on ~0.1 % (PIL's fixed-point weights).
+  wide = _round_half_up(tf.image.resize(image, tf.stack([h, new_w]), method='bilinear',
+                                        antialias=True))
+  resized = _round_half_up(tf.image.resize(wide, tf.stack([new_h, new_w]),
+                                           method='bilinear', antialias=True))
+  # torchvision.transforms.functional.center_crop: int(round((H - size) / 2.0)).
+  top = tf.cast(tf.round(tf.cast(new_h - size, tf.float32) / 2), tf.int32)
+  left = tf.cast(tf.round(tf.cast(new_w - size, tf.float32) / 2), tf.int32)
+  crop = tf.slice(resized, tf.stack([top, left, 0]), [size, size, 3])
+  return tf.ensure_shape(crop, [size, size, 3])
+
+
+def imagenet_eval(encoded: tf.Tensor, size: int, is_jpeg: bool,
+                  resize: int = 0) -> tf.Tensor:
+  """Eval crop to size x size from encoded bytes: 'resize' as config.eval_resize."""
+  if isinstance(resize, bool) or not isinstance(resize, int) or (
+      resize != 0 and resize < size):
+    raise ConfigError(f'eval_resize={resize!r} must be 0 (centre 224/256 crop, then '
+                      f'resize) or a shorter side >= image_size={size} (torchvision: 256)')
+  if resize:
+    return torchvision_eval(encoded, size, resize)
   shape, image = _image_shape(encoded, is_jpeg)
   crop = _crop(encoded, image, _center_window(shape, EVAL_CROP_FRACTION), is_jpeg)
   out = _to_uint8(tf.image.resize(crop, [size, size], method='bilinear',

@@ -1,21 +1,21 @@
-"""Named ResNet variants, and resolving a `model` config into an architecture.
+"""Named ResNet variants, the `model` config schema, and resolving it into an architecture.
 
-A variant is data, not a class: `VARIANTS['resnet50']` is a few config fields
-(family, depth, widths, groups...). `resolve_spec` merges the base defaults, the
-named variant and the config into one validated `ResNetSpec` that the modules in
-`resnet.py` build from.
+A variant is data, not a class: `VARIANTS['resnet50']` is a few shape fields
+(family, depth, widths, groups...). `MODEL_FIELDS` is the one schema of the
+`model` config section: every field, its default and what it means
+(configs/base.py builds the section from it). `resolve_spec` merges the
+config, the named variant and the defaults into one validated `ResNetSpec`
+that the modules in `resnet.py` build from. Adding an architecture option is
+one entry in MODEL_FIELDS, its check in `resolve_spec`, and its use in the
+modules.
 
-How `model.name` combines with the other fields:
-
-1. Start from the base defaults (`MODEL_DEFAULTS`, the same values as
-   `configs/base.py`).
-2. A named variant replaces the shape fields it lists (`VARIANT_FIELDS`:
-   family, depth, block, preact, stem, widths, groups).
-3. Every config field then overrides, except that a field still at its base
-   default does not undo the variant (a config cannot tell "left at the
-   default" from "set to the default"). So `name='resnet50'` with
-   `depth=101` is ResNet-101, but `name='cifar_resnet56'` with `depth=20` stays
-   56 deep: clear `name` and build from the fields for that.
+How `model.name` combines with the other fields: the shape fields (marked
+"shape" below) are unset (None) unless a config or the command line sets them.
+An unset shape field takes the named variant's value, else the family's
+default. A set one wins, also over the variant: `name='resnet50'` with
+`depth=101` is ResNet-101 (and no longer named resnet50), and
+`name='cifar_resnet56'` with `depth=20` is ResNet-20: an explicit override,
+never a silent one. Without a name, the fields alone describe the network.
 
 The shortcut option, the bottleneck stride and the norm are never part of a
 variant: they are ablation axes and always come from the config. torchvision's
@@ -27,32 +27,89 @@ from typing import Any, Mapping
 
 from resnet_jax.errors import ConfigError
 
-# Every field of the `model` config section with its default; must equal
-# configs/base.py:get_model_config() (tests check), and is repeated here so that
-# models do not need ml_collections or the configs/ directory.
-MODEL_DEFAULTS: dict[str, Any] = {
-    'name': '',
-    'family': 'cifar',
-    'depth': 20,
-    'shortcut': 'A',
-    'block': 'auto',
-    'preact': False,
-    'bottleneck_stride': 'v1.5',
-    'stem': 'auto',
-    'base_width': 0,
-    'width_multiplier': 1,
-    'groups': 1,
-    'width_per_group': 64,
-    'norm': 'batch',
-    'num_groups': 32,
-    'bn_momentum': 0.9,
-    'zero_init_residual': False,
-    'bn_group_size': 0,
-}
 
-# The fields a named variant may set (the architecture's shape).
-VARIANT_FIELDS = ('family', 'depth', 'block', 'preact', 'stem', 'base_width',
-                  'width_multiplier', 'groups', 'width_per_group')
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One field of the `model` config section.
+
+  Attributes:
+    default: its value when not set; None for a shape field (from the variant).
+    type: its Python type (for a shape field, the type the command line parses).
+    doc: what it means and its valid values.
+  """
+  default: Any
+  type: type
+  doc: str
+
+
+MODEL_FIELDS: dict[str, Field] = {
+    'name': Field('', str,
+                  "Named variant ('resnet50', 'cifar_resnet56', 'wide_resnet50_2', ... "
+                  "see VARIANTS): supplies the shape fields left unset; '' = build "
+                  'from the fields.'),
+    'family': Field(None, str,
+                    "Shape. 'imagenet' (ResNet-18...200, 64-512 stage widths) or 'cifar' "
+                    "(6n+2, 16/32/64). Unset: the variant's, else 'cifar'."),
+    'depth': Field(None, int,
+                   "Shape. 18/34/50/101/152/200 for 'imagenet', any 6n+2 (basic) or 9n+2 "
+                   "(bottleneck) for 'cifar'. Unset: the variant's, else 20 (cifar) or 50 "
+                   '(imagenet).'),
+    'block': Field(None, str,
+                   "Shape. 'auto' (ImageNet: basic below depth 50, bottleneck from 50; "
+                   "CIFAR: basic), 'basic' or 'bottleneck'. Unset: 'auto'."),
+    'preact': Field(None, bool,
+                    'Shape. Pre-activation blocks (He et al. 2016, "Identity '
+                    'Mappings"). Unset: false.'),
+    'stem': Field(None, str,
+                  "Shape. 'imagenet' (7x7/2 conv + 3x3/2 max-pool), 'deep' (three 3x3 "
+                  "convs, ResNet-C), 'cifar' (one 3x3 conv, no pool), or 'auto' (from "
+                  "the family). Unset: 'auto'."),
+    'base_width': Field(None, int,
+                        "Shape. Width of the first stage; later stages double it. 0 or "
+                        'unset: the family\'s (64 imagenet, 16 cifar).'),
+    'width_multiplier': Field(None, int,
+                              'Shape. Wide-ResNet factor on the bottleneck\'s inner width '
+                              '(2 for wide_resnet50_2) or a basic block\'s width. Unset: 1.'),
+    'groups': Field(None, int,
+                    'Shape. Groups of the bottleneck\'s 3x3 conv (ResNeXt cardinality). '
+                    'Unset: 1.'),
+    'width_per_group': Field(None, int,
+                             'Shape. ResNeXt bottleneck width per group (4 for '
+                             'resnext50_32x4d). Unset: 64 (a plain ResNet).'),
+    'shortcut': Field('A', str,
+                      "'A' (parameter-free zero-pad), 'B' (projection where the shape "
+                      "changes), 'C' (projection everywhere), 'D' (avg-pool + 1x1 "
+                      "projection when downsampling), 'none' (plain network)."),
+    'bottleneck_stride': Field('v1.5', str,
+                               "Bottleneck stride on the 3x3 conv ('v1.5', torchvision) "
+                               "or on the first 1x1 ('v1', the paper)."),
+    'norm': Field('batch', str, "'batch' (BatchNorm), 'group' (GroupNorm) or 'none'."),
+    'num_groups': Field(32, int, "GroupNorm groups (norm='group' only)."),
+    'bn_momentum': Field(0.9, float,
+                         "BatchNorm running-average momentum (torchvision's 0.1 is 0.9 "
+                         'here).'),
+    'zero_init_residual': Field(False, bool,
+                                'Zero-init the last norm scale in each residual branch '
+                                '(Goyal et al. 2017).'),
+    'bn_group_size': Field(0, int,
+                           'BatchNorm statistics in training over groups of this many '
+                           'devices ("ghost" / per-GPU BatchNorm, Goyal et al. 2017: 32 '
+                           'images per group); 0 = over all devices (the whole global '
+                           'batch). Running averages are then averaged over the groups, '
+                           'so every device keeps the same state. Not part of the '
+                           'architecture: the same weights either way.'),
+}
+# The section as plain values (None = unset shape field): what a missing key means.
+MODEL_DEFAULTS: dict[str, Any] = {k: f.default for k, f in MODEL_FIELDS.items()}
+# The fields a named variant may set (the architecture's shape), and their
+# values when neither the config nor a variant sets them ('depth' depends on
+# the family: _DEFAULT_DEPTH).
+SHAPE_DEFAULTS: dict[str, Any] = {
+    'family': 'cifar', 'block': 'auto', 'preact': False, 'stem': 'auto', 'base_width': 0,
+    'width_multiplier': 1, 'groups': 1, 'width_per_group': 64,
+}
+VARIANT_FIELDS = ('family', 'depth', *[k for k in SHAPE_DEFAULTS if k != 'family'])
+_DEFAULT_DEPTH = {'cifar': 20, 'imagenet': 50}
 
 FAMILIES = ('imagenet', 'cifar')
 SHORTCUTS = ('A', 'B', 'C', 'D', 'none')
@@ -222,10 +279,9 @@ def _as_dict(model_config: Any) -> dict[str, Any]:
 
 
 def merged_fields(model_config: Any) -> dict[str, Any]:
-  """Base defaults, then the named variant, then the config (module docstring)."""
-  given = _as_dict(model_config)
+  """The config's fields, then the named variant's, then the defaults (module docstring)."""
+  given = {k: v for k, v in _as_dict(model_config).items() if v is not None}
   name = given.get('name', '') or ''
-  values = dict(MODEL_DEFAULTS)
   variant: dict[str, Any] = {}
   if name:
     if name not in VARIANTS:
@@ -233,12 +289,16 @@ def merged_fields(model_config: Any) -> dict[str, Any]:
                         f'{", ".join(sorted(VARIANTS))} (or empty to build from '
                         'family/depth)')
     variant = VARIANTS[name]
-    values.update(variant)
-  for key, value in given.items():
-    if key in variant and value == MODEL_DEFAULTS[key]:
-      continue  # Left at the base default: the variant's value stands.
-    values[key] = value
-  values['name'] = name
+  values = {k: v for k, v in MODEL_DEFAULTS.items() if v is not None}
+  values.update(SHAPE_DEFAULTS)
+  values.update(variant)
+  values.update(given)
+  if 'depth' not in values:
+    family = values['family']
+    values['depth'] = _DEFAULT_DEPTH.get(family, _DEFAULT_DEPTH['cifar'])
+  # A variant whose shape was overridden is not that variant any more.
+  overridden = any(k in given and given[k] != v for k, v in variant.items())
+  values['name'] = '' if overridden else name
   return values
 
 

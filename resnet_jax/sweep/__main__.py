@@ -161,5 +161,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-  define_flags()
-  cli.run(main)
+  cli.run(main, define_flags)
