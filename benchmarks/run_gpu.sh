@@ -1,51 +1,96 @@
 #!/usr/bin/env bash
-# The training-throughput matrix of benchmarks/RESULTS.md, for one GPU (H100/H200).
+# One GPU window, one command: the throughput matrix, then the paper's CIFAR
+# ResNet-20 recipe on real data, all within a global deadline.
 #
-# On a machine that has ml_collections (this project's venv), once:
-#   benchmarks/run_gpu.sh prepare     # copies ml_collections + PyYAML to benchmarks/.deps
-# On the GPU machine, from the repository root, one group per call (each is a
-# few minutes; most of it is XLA compiling ResNet-50). In priority order:
-#   benchmarks/run_gpu.sh env         # versions, GPU; checks the import has no TensorFlow
-#   benchmarks/run_gpu.sh rn50_bf16   # ResNet-50 224x224 bf16, batch 128/256/512 (target)
-#   benchmarks/run_gpu.sh cifar       # CIFAR ResNet-20 batch 128; paper recipe 64k-step estimate (target)
-#   benchmarks/run_gpu.sh flags_a     # ResNet-50 bf16 b256: latency-hiding scheduler, no Triton GEMM, autotune 0
-#   benchmarks/run_gpu.sh flags_b     # ResNet-50 bf16 b256: forced NHWC convs, no command buffers
-#   benchmarks/run_gpu.sh rn50_f32    # ResNet-50 float32 (TF32), batch 128/256
-#   benchmarks/run_gpu.sh input       # host->device uint8 vs float32, prefetch, no donation
-#   benchmarks/run_gpu.sh all         # everything above (longer than one 10-minute call)
-#   benchmarks/run_gpu.sh table [FILE]  # the results as a Markdown table
-#   benchmarks/run_gpu.sh smoke       # a few seconds on any machine: checks the plumbing
+# Here (a machine with ml_collections, e.g. this project's venv), once:
+#   benchmarks/run_gpu.sh prepare          # ml_collections + PyYAML -> benchmarks/.deps; sizes
+# On the GPU machine (jax, no TensorFlow, no ml_collections), from the repository root:
+#   benchmarks/run_gpu.sh all OUTDIR       # everything below, <= DEADLINE_S (540) s in all
+#   benchmarks/run_gpu.sh env OUTDIR       # device and versions only
+#   benchmarks/run_gpu.sh train OUTDIR     # only the CIFAR run (resumes OUTDIR/c20_paper)
+#   benchmarks/run_gpu.sh table OUTDIR     # OUTDIR/results.md from OUTDIR/results.jsonl
+#   benchmarks/run_gpu.sh smoke OUTDIR     # seconds, any machine: a bench row and a bad-flag row
 #
-# Every run appends one JSON line (python -m resnet_jax.benchmark) to $RESULTS
-# (default ${OUT:-benchmarks/gpu}/results.jsonl) as soon as it ends, so a call
-# cut short keeps what finished; a run that fails (out of memory, an XLA flag
-# this jaxlib does not know) appends an "error" line and the group goes on.
-# stderr of each run goes to $LOGDIR.
+# `all`, in priority order; each stage starts only if the time it needs is left
+# before the deadline (else a "skipped" row), and runs under `timeout` so that
+# no stage can overrun it:
+#   1. env: device, driver, versions (jax, jaxlib, flax, optax, orbax, numpy, PIL).
+#   2. r50_bf16_b256, r50_bf16_b512: ResNet-50 224x224 bfloat16 train step
+#      (images/s, MFU, compile time; python -m resnet_jax.benchmark).
+#   3. paper_f32, paper_bf16: the CIFAR ResNet-20 paper recipe's step with
+#      on-device augmentation, and its 64k-step estimate.
+#   4. train_c20_paper: the recipe itself on the CIFAR-10 JPEG copy ($CIFAR),
+#      on-device data, read with PIL (no TensorFlow there), in OUTDIR/c20_paper,
+#      for as many of its 64,000 steps as the deadline allows: SIGTERM at the
+#      end of its budget makes main save a checkpoint and exit 75; the next
+#      window's `all` (with OUTDIR carried back) resumes it. Skipped once done.
+#   5. XLA flag candidates, one at a time, while time is left (each needs the
+#      wall time its baseline took).
+# Every result is one JSON line in OUTDIR/results.jsonl (appended as soon as
+# it ends, so a cut-short call keeps what finished) and the Markdown table
+# OUTDIR/results.md (rewritten after each stage); stderr of each run goes to
+# OUTDIR/logs/. A run that fails (out of memory, an XLA flag this jaxlib does
+# not know) gives an "error" row and the next stage runs.
 #
-# The GPU machine has jax but no TensorFlow and no ml_collections: the
-# benchmark imports neither TensorFlow nor anything that needs it, and
-# ml_collections (pure Python, plus PyYAML) travels in benchmarks/.deps.
+# Environment: DEADLINE_S (540), PYTHON (python3), CIFAR (../shared/data/
+# cifar10-jpeg-q75.tar.gz), TRAIN_WORKDIR (OUTDIR/c20_paper), DATA_DIR (the
+# decoded-array cache, outside OUTDIR: $TMPDIR/resnet_jax_data),
+# JAX_COMPILATION_CACHE_DIR ($TMPDIR/resnet_jax_jax_cache), DEPS
+# (benchmarks/.deps), TRAIN_MAX_S and MAX_CANDIDATES (caps on the training
+# seconds and on the flag candidates), DRY_RUN=1 (tiny models and steps,
+# seconds-scale minimums: the CPU rehearsal that tests/test_run_gpu.py runs).
 
 set -u -o pipefail
 
 cd "$(dirname "$0")/.."
+START=$SECONDS
 PYTHON=${PYTHON:-python3}
-DEST=${OUT:-benchmarks/gpu}
-RESULTS=${RESULTS:-$DEST/results.jsonl}
-LOGDIR=${LOGDIR:-$DEST/logs}
-DEPS=benchmarks/.deps
+DEPS=${DEPS:-benchmarks/.deps}
+DEADLINE_S=${DEADLINE_S:-540}
+CIFAR=${CIFAR:-../shared/data/cifar10-jpeg-q75.tar.gz}
+SCRATCH=${TMPDIR:-/tmp}
+DATA_DIR=${DATA_DIR:-$SCRATCH/resnet_jax_data}
+DRY_RUN=${DRY_RUN:-0}
+# At most this many seconds of training per call (default: all that is left),
+# and at most this many XLA flag candidates.
+TRAIN_MAX_S=${TRAIN_MAX_S:-100000}
+MAX_CANDIDATES=${MAX_CANDIDATES:-100}
 # JAX preallocates 75 % of the GPU by default; ResNet-50 at batch 512 may need more.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
+# A train step compiled by one stage is loaded, not compiled, by a later one
+# with the same program (the paper benchmark and the CIFAR run may share it).
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$SCRATCH/resnet_jax_jax_cache}
 
-R50='configs/fake_data.py:model=r50'
-C20='configs/fake_data.py:model=cifar20'
-# The paper's CIFAR recipe (SGD + weight decay, piecewise lr) on synthetic
-# data, with the crop + flip augmentation inside the step (on_device_data),
-# as a GPU run on data resident on the device would do it.
-PAPER=(--config=configs/cifar10.py:recipe=paper --config.dataset=fake
-       --config.image_size=32 --config.num_classes=10 --config.on_device_data=true)
+PAPER=(--config=configs/cifar10.py:recipe=paper)
+# The recipe's step on synthetic data, with the crop + flip inside the step
+# (on_device_data), as the real run below does it.
+PAPER_FAKE=("${PAPER[@]}" --config.dataset=fake --config.image_size=32
+            --config.num_classes=10 --config.on_device_data=true)
+TRAIN_ARGS=("${PAPER[@]}" "--config.dataset=folder:$CIFAR" --config.on_device_data=True
+            --config.folder_reader=pil "--config.data_dir=$DATA_DIR" --config.download=False)
+if [[ $DRY_RUN == 1 ]]; then
+  # Same stages, tiny sizes: CIFAR ResNet-8 at 16x16 stands in for ResNet-50.
+  R50=(--config=configs/fake_data.py:model=cifar20 --config.model.depth=8 --config.image_size=16)
+  R50_BATCHES=(16 32)
+  R50_STEPS=(--steps=2 --warmup=1 --repeats=2)
+  PAPER_FAKE+=(--config.model.depth=8 --batch_size=16)
+  PAPER_STEPS=(--steps=3 --warmup=1 --repeats=2 --estimate_steps=64000)
+  TRAIN_ARGS+=(--config.model.depth=8 --config.batch_size=16 --config.train_split=train
+               --config.log_every_steps=10 --config.eval_every_steps=40
+               --config.checkpoint_every_steps=40)
+  NEED_R50=6 NEED_PAPER=5 NEED_TRAIN=25 RESERVE=4 STOP_GRACE=10
+else
+  R50=(--config=configs/fake_data.py:model=r50)
+  R50_BATCHES=(256 512)
+  R50_STEPS=(--steps=20 --warmup=5 --repeats=3)
+  PAPER_STEPS=(--steps=300 --warmup=20 --repeats=3 --estimate_steps=64000)
+  # Minimum seconds to start a stage (ResNet-50's compile alone is ~1 min),
+  # seconds kept back at the end, seconds a stopped run has to save and exit.
+  NEED_R50=90 NEED_PAPER=45 NEED_TRAIN=75 RESERVE=15 STOP_GRACE=20
+fi
 
-# Candidate XLA flags, one at a time (name=flags).
+# Candidate XLA flags, one at a time (name=flags), on ResNet-50 bf16 b256
+# (the paper step's command-buffer run is the cheapest, so it goes first).
 CANDIDATES=(
   "lhs=--xla_gpu_enable_latency_hiding_scheduler=true"
   "no_triton_gemm=--xla_gpu_enable_triton_gemm=false"
@@ -54,9 +99,19 @@ CANDIDATES=(
   "no_cmd_buffer=--xla_gpu_enable_command_buffer="
 )
 
+usage() { sed -n '2,12p' "$0"; exit 2; }
+
+left() { echo $((DEADLINE_S - (SECONDS - START))); }
+
+# limit: seconds a command may still run (at least 1: `timeout 0` means none).
+limit() {
+  local s=$(($(left) - RESERVE))
+  echo $((s < 1 ? 1 : s))
+}
+
 prepare() {
   # Pure-Python copies; PyYAML falls back to its Python implementation where
-  # its C extension does not load.
+  # its C extension does not load (another Python version).
   rm -rf "$DEPS" && mkdir -p "$DEPS"
   "$PYTHON" - "$DEPS" <<'EOF'
 import os, shutil, sys
@@ -65,143 +120,274 @@ for module in (ml_collections, yaml):
   src = os.path.dirname(module.__file__)
   shutil.copytree(src, os.path.join(sys.argv[1], os.path.basename(src)),
                   ignore=shutil.ignore_patterns('__pycache__', '*_test.py', 'examples'))
-print('copied ml_collections', getattr(ml_collections, '__version__', '?'), 'and yaml', yaml.__version__, 'to', sys.argv[1])
+print('copied ml_collections', getattr(ml_collections, '__version__', '?'), 'and yaml',
+      yaml.__version__, 'to', sys.argv[1])
 EOF
-  du -sh "$DEPS"
+  [[ $? -eq 0 ]] || { echo "prepare needs ml_collections and PyYAML installed for $PYTHON" >&2; exit 1; }
+  # What a GPU call carries: the working tree git would commit, the deps, the data.
+  local code deps data
+  code=$(git ls-files -co --exclude-standard -z | xargs -0 cat 2>/dev/null | wc -c)
+  deps=$(find "$DEPS" -type f -print0 | xargs -0 cat | wc -c)
+  data=$( [[ -f $CIFAR ]] && wc -c <"$CIFAR" || echo 0)
+  echo "travels: code $((code / 1024)) KiB + deps $((deps / 1024)) KiB + CIFAR copy" \
+       "$((data / 1024)) KiB = $(((code + deps + data) / 1048576)) MiB of 64 MiB"
 }
 
 use_deps() {
   if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
-    if [[ ! -d $DEPS ]]; then
+    if [[ ! -d $DEPS/ml_collections ]]; then
       echo "ml_collections is missing: run 'benchmarks/run_gpu.sh prepare' where it is installed" >&2
       exit 1
     fi
-    export PYTHONPATH="$PWD/$DEPS${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$(cd "$DEPS" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
   fi
 }
 
-# bench TAG XLA_FLAGS ARGS...: one benchmark run, one JSON line in $RESULTS.
+# record JSON: appends one line to the results and rewrites the table.
+record() {
+  echo "$1" >>"$RESULTS"
+  table "$OUT" >"$OUT/results.md.tmp" 2>/dev/null && mv "$OUT/results.md.tmp" "$OUT/results.md"
+}
+
+skip() {  # skip TAG WHY
+  echo "   skipped $1: $2" >&2
+  record "{\"tag\": \"$1\", \"skipped\": \"$2\"}"
+}
+
+# need TAG SECONDS: true if SECONDS (plus the reserve) are left, else a skipped row.
+need() {
+  if (( $(left) < $2 + RESERVE )); then
+    skip "$1" "$(left) s left before the ${DEADLINE_S} s deadline, $2 s needed"
+    return 1
+  fi
+}
+
+# bench TAG XLA_FLAGS ARGS...: one benchmark run, one JSON line.
 bench() {
   local tag=$1 xla=$2
   shift 2
-  mkdir -p "$(dirname "$RESULTS")" "$LOGDIR"
-  local log="$LOGDIR/$(date +%H%M%S)-$tag.log"
+  local log="$OUT/logs/$tag.log" line rc begin=$SECONDS
   echo "== $tag  XLA_FLAGS='$xla'  $*" >&2
-  local line
-  line=$(XLA_FLAGS="$xla" "$PYTHON" -m resnet_jax.benchmark "$@" 2>"$log" | tail -n 1)
-  local rc=$?
+  line=$(XLA_FLAGS="$xla" timeout -k 10 "$(limit)" \
+         "$PYTHON" -m resnet_jax.benchmark "$@" 2>"$log" | tail -n 1)
+  rc=$?
+  WALL[$tag]=$((SECONDS - begin))
   if [[ $rc -eq 0 && $line == \{* ]]; then
+    OK[$tag]=1
     # The tag names the matrix cell; the line already carries XLA_FLAGS.
-    line="${line%\}}, \"tag\": \"$tag\"}"
-    echo "$line" >>"$RESULTS"
-    echo "$line" | "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin); print("   %.1f img/s, %.2f ms/step, compile %.1f s, mfu %s" % (r["images_per_sec"], r["step_time_ms"], r["compile_s"], r["mfu"]))' >&2
+    record "${line%\}}, \"tag\": \"$tag\", \"wall_s\": ${WALL[$tag]}}"
+    echo "$line" | "$PYTHON" -c 'import json,sys; r=json.load(sys.stdin); print("   %.1f img/s, %.3f ms/step, compile %.1f s, mfu %s" % (r["images_per_sec"], r["step_time_ms"], r["compile_s"], r["mfu"]))' >&2
   else
     local why
-    why=$(grep -v '^\s*$' "$log" | tail -n 1 | tr '"\\' "''" | cut -c1-300)
-    echo "{\"tag\": \"$tag\", \"xla_flags\": \"$xla\", \"error\": \"rc=$rc: $why\"}" >>"$RESULTS"
+    why=$(grep -v '^\s*$' "$log" | tail -n 1 | tr '"\\\t' "'' " | cut -c1-300)
+    [[ $rc -eq 124 || $rc -eq 137 ]] && why="stopped at the deadline (rc=$rc): $why"
+    record "{\"tag\": \"$tag\", \"xla_flags\": \"$xla\", \"error\": \"rc=$rc: $why\", \"wall_s\": ${WALL[$tag]}}"
     echo "   FAILED (rc=$rc): $why" >&2
   fi
 }
 
-group_env() {
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv || true
-  "$PYTHON" -c 'import jax, jaxlib, flax, optax; print("jax", jax.__version__, "jaxlib", jaxlib.__version__, "flax", flax.__version__, "optax", optax.__version__); print(jax.devices())'
-  "$PYTHON" -c 'import ml_collections, sys; import resnet_jax.benchmark; assert "tensorflow" not in sys.modules; print("resnet_jax.benchmark imports without TensorFlow")'
+stage_env() {
+  timeout -k 10 "$(limit)" "$PYTHON" - >"$OUT/env.json" 2>"$OUT/logs/env.log" <<'EOF'
+import datetime, importlib, json, os, platform, subprocess, sys
+info = {'tag': 'env', 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'python': platform.python_version(), 'host_cpus': os.cpu_count()}
+try:
+  info['nvidia_smi'] = subprocess.run(
+      ['nvidia-smi', '--query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit',
+       '--format=csv,noheader'], capture_output=True, text=True, timeout=30).stdout.strip()
+except (OSError, subprocess.SubprocessError) as e:
+  info['nvidia_smi'] = f'unavailable: {e}'
+for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy', 'PIL', 'ml_collections'):
+  try:
+    info[name.split('.')[0] + '_version'] = getattr(importlib.import_module(name), '__version__', '?')
+  except ImportError:
+    info[name.split('.')[0] + '_version'] = None
+import jax
+devices = jax.devices()
+info.update(device=devices[0].device_kind, platform=devices[0].platform, num_devices=len(devices))
+import resnet_jax.benchmark, resnet_jax.data.pil_folder  # What the GPU run imports.
+info['tensorflow_imported'] = 'tensorflow' in sys.modules
+try:
+  import tensorflow  # noqa: F401
+  info['tensorflow_installed'] = True
+except ImportError:
+  info['tensorflow_installed'] = False
+print(json.dumps(info))
+EOF
+  local rc=$?
+  if [[ $rc -eq 0 ]]; then
+    record "$(cat "$OUT/env.json")"
+    cat "$OUT/env.json" >&2
+  else
+    record "{\"tag\": \"env\", \"error\": \"rc=$rc: $(tail -n 1 "$OUT/logs/env.log" | tr '"\\' "''" | cut -c1-300)\"}"
+  fi
 }
 
-group_cifar() {
-  local common=(--steps=300 --warmup=20 --repeats=3 --estimate_steps=64000)
-  bench c20_f32 '' --config=$C20 --config.dtype=float32 "${common[@]}"
-  bench c20_bf16 '' --config=$C20 --config.dtype=bfloat16 "${common[@]}"
-  bench paper_f32 '' "${PAPER[@]}" --config.dtype=float32 "${common[@]}"
-  bench paper_bf16 '' "${PAPER[@]}" --config.dtype=bfloat16 "${common[@]}"
-  # Tiny steps are launch-bound: what CUDA graphs (command buffers) are worth.
-  bench paper_bf16_no_cmd_buffer '--xla_gpu_enable_command_buffer=' "${PAPER[@]}" \
-    --config.dtype=bfloat16 "${common[@]}"
-  # On XLA:CPU identity shortcuts make ResNet-110's backward 2.7x slower than 1x1
-  # projections of the same FLOPs (RESULTS.md): does XLA:GPU do the same?
-  local s
-  for s in A C; do
-    bench "c110_bf16_$s" '' --config=$C20 --config.model.depth=110 --config.model.shortcut=$s \
-      --config.dtype=bfloat16 --steps=100 --warmup=10 --repeats=3
-  done
-}
-
-R50_COMMON=(--config=$R50 --steps=20 --warmup=5 --repeats=3)
-
-group_rn50_bf16() {
+stage_r50() {
   local b
-  for b in 128 256 512; do
-    bench "r50_bf16_b$b" '' "${R50_COMMON[@]}" --config.dtype=bfloat16 --batch_size=$b
+  for b in "${R50_BATCHES[@]}"; do
+    need "r50_bf16_b$b" "$NEED_R50" || return 0
+    bench "r50_bf16_b$b" '' "${R50[@]}" "${R50_STEPS[@]}" --config.dtype=bfloat16 --batch_size="$b"
   done
 }
 
-group_rn50_f32() {
-  local b
-  for b in 128 256; do
-    bench "r50_f32_b$b" '' "${R50_COMMON[@]}" --config.dtype=float32 --batch_size=$b
+stage_paper() {
+  local dtype
+  for dtype in float32 bfloat16; do
+    need "paper_${dtype/float/f}" "$NEED_PAPER" || return 0
+    bench "paper_${dtype/float/f}" '' "${PAPER_FAKE[@]}" "${PAPER_STEPS[@]}" --config.dtype=$dtype
   done
 }
 
-# flags_candidates N...: ResNet-50 bf16 b256 under the CANDIDATES with these
-# indices; compare with r50_bf16_b256 of rn50_bf16 (same machine and session).
-flags_candidates() {
-  local i c
-  for i in "$@"; do
-    c=${CANDIDATES[$i]}
-    bench "r50_bf16_b256_${c%%=*}" "${c#*=}" "${R50_COMMON[@]}" \
-      --config.dtype=bfloat16 --batch_size=256
+# last_checkpoint WORKDIR: the newest checkpoint's step (0 if none).
+last_checkpoint() {
+  { ls "$1/checkpoints" 2>/dev/null | grep -E '^[0-9]+$'; echo 0; } | sort -n | tail -n 1
+}
+
+# The recipe on real data until it ends or its budget does, then a summary row.
+stage_train() {
+  local tag=train_c20_paper workdir=${TRAIN_WORKDIR:-$OUT/c20_paper}
+  if [[ ! -f $CIFAR ]]; then
+    skip $tag "no CIFAR-10 copy at $CIFAR (set CIFAR=PATH)"
+    return 0
+  fi
+  if [[ -f $workdir/finished ]]; then
+    skip $tag "already finished in an earlier window (see $workdir)"
+    return 0
+  fi
+  need $tag "$NEED_TRAIN" || return 0
+  local budget=$(($(left) - RESERVE - STOP_GRACE)) before=0 start rc begin=$SECONDS
+  (( budget > TRAIN_MAX_S )) && budget=$TRAIN_MAX_S
+  (( budget < 1 )) && budget=1
+  [[ -f $workdir/metrics.jsonl ]] && before=$(wc -l <"$workdir/metrics.jsonl")
+  start=$(last_checkpoint "$workdir")
+  echo "== $tag: ${budget} s, then SIGTERM (checkpoint, exit 75)  $workdir" >&2
+  timeout --preserve-status -s TERM -k "$STOP_GRACE" "$budget" \
+    "$PYTHON" -m resnet_jax.main "${TRAIN_ARGS[@]}" --workdir="$workdir" \
+    >"$OUT/logs/$tag.out" 2>"$OUT/logs/$tag.log"
+  rc=$?
+  [[ $rc -eq 0 ]] && touch "$workdir/finished"
+  record "$("$PYTHON" - "$workdir" "$before" "$rc" "$((SECONDS - begin))" "$budget" \
+            "$OUT/logs/$tag.log" "$start" "$(last_checkpoint "$workdir")" <<'EOF'
+import datetime, json, statistics, sys
+workdir, log = sys.argv[1], sys.argv[6]
+before, rc, wall, budget, start, end = map(int, sys.argv[2:6] + sys.argv[7:9])
+row = {'tag': 'train_c20_paper', 'rc': rc, 'wall_s': wall, 'budget_s': budget, 'workdir': workdir,
+       'status': {0: 'finished', 75: 'stopped at the deadline, checkpoint saved (resumes)'}.get(
+           rc, 'failed'),
+       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+try:
+  with open(f'{workdir}/metrics.jsonl') as f:
+    rows = [json.loads(l) for l in f if l.strip()]
+except OSError:
+  rows = []
+new = rows[before:]
+train = [r for r in new if 'train_loss' in r]
+evals = [r for r in rows if 'eval_top1' in r]
+# Checkpoint steps: where this call resumed and where the next one will.
+row['start_step'], row['end_step'] = start, end
+row['num_train_steps'] = 64000
+timed = [r for r in train if 'step_time_ms' in r]
+if timed:
+  row['step_time_ms'] = statistics.median(r['step_time_ms'] for r in timed)
+  row['images_per_sec'] = statistics.median(r['images_per_sec'] for r in timed)
+  row['estimated_s_to_finish'] = round((64000 - row['end_step']) * row['step_time_ms'] / 1000, 1)
+if train:
+  row['train_loss'] = train[-1]['train_loss']
+if evals:
+  row.update(eval_step=evals[-1]['step'], eval_top1=evals[-1]['eval_top1'])
+if row['status'] == 'failed':
+  try:
+    lines = [l.strip() for l in open(log, errors='replace') if l.strip()]
+    row['error'] = f'rc={rc}: ' + (lines[-1][:300] if lines else '')
+  except OSError:
+    pass
+print(json.dumps(row))
+EOF
+)"
+  tail -n 1 "$RESULTS" >&2
+}
+
+stage_flags() {
+  local c name flags n=0
+  if [[ -n ${OK[paper_bf16]:-} ]] && (( n++ < MAX_CANDIDATES )); then
+    need paper_bf16_no_cmd_buffer "${WALL[paper_bf16]}" &&
+      bench paper_bf16_no_cmd_buffer '--xla_gpu_enable_command_buffer=' "${PAPER_FAKE[@]}" \
+        "${PAPER_STEPS[@]}" --config.dtype=bfloat16
+  fi
+  local base=r50_bf16_b${R50_BATCHES[0]}
+  [[ -n ${OK[$base]:-} ]] || return 0
+  for c in "${CANDIDATES[@]}"; do
+    (( n++ < MAX_CANDIDATES )) || return 0
+    name=${c%%=*} flags=${c#*=}
+    need "${base}_$name" "${WALL[$base]}" || return 0
+    bench "${base}_$name" "$flags" "${R50[@]}" "${R50_STEPS[@]}" --config.dtype=bfloat16 \
+      --batch_size="${R50_BATCHES[0]}"
   done
 }
 
-group_input() {
-  local common=("${R50_COMMON[@]}" --config.dtype=bfloat16 --batch_size=256)
-  bench r50_bf16_b256_h2d_uint8 '' "${common[@]}" --host_input=uint8
-  bench r50_bf16_b256_h2d_uint8_prefetch2 '' "${common[@]}" --host_input=uint8 --prefetch=2
-  bench r50_bf16_b256_h2d_float32 '' "${common[@]}" --host_input=float32
-  bench r50_bf16_b256_h2d_float32_prefetch2 '' "${common[@]}" --host_input=float32 --prefetch=2
-  bench r50_bf16_b256_nodonate '' "${common[@]}" --nodonate
+stage_smoke() {
+  bench smoke '' --config=configs/fake_data.py:model=cifar20 --config.model.depth=8 \
+    --config.image_size=16 --batch_size=16 --steps=3 --warmup=1 --estimate_steps=64000
+  bench smoke_bad_flag '--xla_no_such_flag=1' --config=configs/fake_data.py:model=cifar20 \
+    --config.model.depth=8 --config.image_size=16 --batch_size=16 --steps=3 --warmup=1
 }
 
-group_smoke() {
-  bench smoke '' --config=$C20 --config.model.depth=8 --config.image_size=16 \
-    --batch_size=16 --steps=3 --warmup=1 --estimate_steps=64000
-  bench smoke_bad_flag '--xla_no_such_flag=1' --config=$C20 --config.model.depth=8 \
-    --config.image_size=16 --batch_size=16 --steps=3 --warmup=1
-}
-
+# table OUTDIR: the Markdown view of OUTDIR/results.jsonl.
 table() {
-  "$PYTHON" - "${1:-$RESULTS}" <<'EOF'
+  "$PYTHON" - "$1/results.jsonl" <<'EOF'
 import json, sys
-cols = ('tag', 'device', 'dtype', 'batch_size', 'images_per_sec', 'step_time_ms',
-        'compile_s', 'tflops_per_sec', 'mfu', 'peak_memory_gb', 'estimated_time_for_steps')
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def cell(v):
+  return '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
+for r in rows:
+  if r.get('tag') == 'env' and 'error' not in r:
+    print(f"Device: {r.get('device')} x{r.get('num_devices')} ({r.get('nvidia_smi')}); "
+          f"jax {r.get('jax_version')}, jaxlib {r.get('jaxlib_version')}, flax {r.get('flax_version')}, "
+          f"optax {r.get('optax_version')}, orbax {r.get('orbax_version')}, Python {r.get('python')}; "
+          f"{r.get('date')}; TensorFlow installed: {r.get('tensorflow_installed')}.\n")
+cols = ('tag', 'dtype', 'batch_size', 'images_per_sec', 'step_time_ms', 'compile_s',
+        'tflops_per_sec', 'mfu', 'peak_memory_gb', 'estimated_time_for_steps', 'wall_s', 'xla_flags')
 print('| ' + ' | '.join(cols) + ' |')
 print('|' + '---|' * len(cols))
-for line in open(sys.argv[1]):
-  r = json.loads(line)
-  if 'error' in r:
-    print(f"| {r['tag']} | error: {r['error']} |")
+for r in rows:
+  if r.get('tag') == 'env' or r.get('tag', '').startswith('train'):
     continue
-  cells = []
-  for c in cols:
-    v = r.get(c)
-    cells.append('' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v))
-  print('| ' + ' | '.join(cells) + ' |')
+  if 'error' in r or 'skipped' in r:
+    print(f"| {r['tag']} | {'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']} |")
+    continue
+  print('| ' + ' | '.join(cell(r.get(c)) for c in cols) + ' |')
+train = [r for r in rows if r.get('tag', '').startswith('train')]
+if train:
+  cols = ('tag', 'status', 'start_step', 'end_step', 'num_train_steps', 'step_time_ms',
+          'images_per_sec', 'estimated_s_to_finish', 'eval_step', 'eval_top1', 'train_loss', 'wall_s')
+  print('\n| ' + ' | '.join(cols) + ' |')
+  print('|' + '---|' * len(cols))
+  for r in train:
+    if 'skipped' in r:
+      print(f"| {r['tag']} | skipped: {r['skipped']} |")
+    else:
+      print('| ' + ' | '.join(cell(r.get(c)) for c in cols) + ' |')
 EOF
 }
 
-case "${1:-}" in
-  prepare) prepare ;;
-  env) use_deps; group_env ;;
-  rn50_bf16) use_deps; group_rn50_bf16 ;;
-  cifar) use_deps; group_cifar ;;
-  flags_a) use_deps; flags_candidates 0 1 2 ;;
-  flags_b) use_deps; flags_candidates 3 4 ;;
-  rn50_f32) use_deps; group_rn50_f32 ;;
-  input) use_deps; group_input ;;
-  all) use_deps; group_env; group_rn50_bf16; group_cifar; flags_candidates 0 1 2 3 4
-       group_rn50_f32; group_input ;;
-  smoke) use_deps; group_smoke ;;
-  table) table "${2:-}" ;;
-  *) sed -n '2,23p' "$0"; exit 2 ;;
+cmd=${1:-}
+case $cmd in
+  prepare) prepare; exit 0 ;;
+  table) [[ -n ${2:-} ]] || usage; table "$2"; exit 0 ;;
+  all|env|train|smoke) [[ -n ${2:-} ]] || usage ;;
+  *) usage ;;
 esac
+OUT=$2
+RESULTS=$OUT/results.jsonl
+mkdir -p "$OUT/logs"
+declare -A WALL OK  # Wall seconds of each bench; the ones that succeeded.
+use_deps
+echo "== $cmd: ${DEADLINE_S} s deadline, results in $OUT" >&2
+case $cmd in
+  env) stage_env ;;
+  train) stage_train ;;
+  smoke) stage_smoke ;;
+  all) stage_env; stage_r50; stage_paper; stage_train; stage_flags ;;
+esac
+echo "== done in $((SECONDS - START)) s; $OUT/results.md" >&2

@@ -17,6 +17,7 @@ depth 20 / 32 / 44 / 56 / 110 (the paper's Table 6). Offline, add
 """
 
 from resnet_jax import configlib
+from resnet_jax.errors import ConfigError
 
 base = configlib.sibling(__file__, 'base')
 
@@ -60,6 +61,6 @@ def get_config(arg=None):
       # (about 400 steps); at 0.1 from step 0 it diverges. A linear warmup does that.
       config.warmup_steps = 400
   else:
-    raise configlib.ConfigError(
+    raise ConfigError(
         f"unknown recipe {args.recipe!r}; valid recipes: 'quick', 'paper'")
   return config

@@ -9,6 +9,7 @@ meaningless (labels are random); the result is throughput.
 """
 
 from resnet_jax import configlib
+from resnet_jax.errors import ConfigError
 
 base = configlib.sibling(__file__, 'base')
 imagenet_base = configlib.sibling(__file__, 'imagenet_base')
@@ -28,7 +29,7 @@ def get_config(arg=None):
     config.num_classes = 10
     config.batch_size = 128
   else:
-    raise configlib.ConfigError(
+    raise ConfigError(
         f"unknown model {args.model!r}; valid: 'r50', 'cifar20'")
   config.dataset = 'fake'
   config.augment = 'none'

@@ -10,11 +10,12 @@ without --config uses it as it is).
 """
 
 from resnet_jax import configlib
+from resnet_jax.errors import ConfigError
 
 
 def get_config(arg=None):
   if not arg:
-    raise configlib.ConfigError(
+    raise ConfigError(
         'configs/stored.py needs the workdir after a colon, e.g. '
         '--config=configs/stored.py:runs/c56')
   return configlib.load_stored(arg)

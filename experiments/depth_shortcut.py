@@ -34,6 +34,7 @@ import os
 
 from resnet_jax import configlib
 from resnet_jax import sweep
+from resnet_jax.errors import ConfigError
 
 DEPTHS = (20, 32, 44, 56, 110)
 SHORTCUTS = ('A', 'B', 'C', 'none')
@@ -119,12 +120,12 @@ def _dataset_label(dataset: str) -> str:
 def get_sweep(arg=None) -> sweep.Sweep:
   args = configlib.parse_arg(arg, preset='paper', seeds=1, dataset='auto', warmup=-1)
   if args.preset not in PRESETS:
-    raise configlib.ConfigError(
+    raise ConfigError(
         f'unknown preset {args.preset!r}; valid presets: {", ".join(PRESETS)}')
   if args.seeds < 1:
-    raise configlib.ConfigError(f'seeds={args.seeds} must be at least 1')
+    raise ConfigError(f'seeds={args.seeds} must be at least 1')
   if args.warmup < -1:
-    raise configlib.ConfigError(f'warmup={args.warmup} must be -1 (the preset\'s) or >= 0')
+    raise ConfigError(f'warmup={args.warmup} must be -1 (the preset\'s) or >= 0')
   fixed = {'dataset': dataset_value(args.dataset), **PRESETS[args.preset]}
   name = f'depth_shortcut-{args.preset}'
   if args.warmup >= 0:

@@ -25,6 +25,7 @@ Arguments (after ':', comma-separated):
 
 from resnet_jax import configlib
 from resnet_jax import sweep
+from resnet_jax.errors import ConfigError
 
 # He et al. 2015, Table 3: ImageNet validation error (%), 10-crop testing.
 PAPER_TABLE3 = {
@@ -96,10 +97,10 @@ DEPTH = {'configs/r34.py': 34, 'configs/r50.py': 50, 'configs/r101.py': 101,
 def get_sweep(arg=None) -> sweep.Sweep:
   args = configlib.parse_arg(arg, preset='paper', seeds=1, data_dir='')
   if args.preset not in PRESETS:
-    raise configlib.ConfigError(
+    raise ConfigError(
         f'unknown preset {args.preset!r}; valid presets: {", ".join(PRESETS)}')
   if args.seeds < 1:
-    raise configlib.ConfigError(f'seeds={args.seeds} must be at least 1')
+    raise ConfigError(f'seeds={args.seeds} must be at least 1')
   fixed = dict(PRESETS[args.preset])
   if args.data_dir:
     fixed['data_dir'] = args.data_dir

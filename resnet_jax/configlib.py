@@ -12,7 +12,7 @@ from typing import Any
 
 import ml_collections
 
-from resnet_jax.errors import ConfigError  # pylint: disable=unused-import  (re-exported)
+from resnet_jax.errors import ConfigError
 
 
 def load_module(path: str, kind: str = 'config'):

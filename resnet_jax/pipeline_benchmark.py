@@ -39,6 +39,7 @@ import numpy as np
 from resnet_jax import cli
 from resnet_jax import configlib
 from resnet_jax import data
+from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_COPY = os.path.join(REPO, '..', 'shared', 'data', 'cifar10-jpeg-q75.tar.gz')
@@ -177,7 +178,7 @@ def main(argv):
     raise flags.Error(f'unexpected arguments: {" ".join(argv[1:])}')
   unknown = set(FLAGS.only) - {'cifar', 'imagenet'}
   if unknown:
-    raise configlib.ConfigError(f'--only: unknown benchmarks {sorted(unknown)}; '
+    raise ConfigError(f'--only: unknown benchmarks {sorted(unknown)}; '
                                 'valid: cifar, imagenet')
   tmp = tempfile.mkdtemp(prefix='pipeline_benchmark_')
   data_dir = FLAGS.data_dir or os.path.join(tmp, 'tfds')

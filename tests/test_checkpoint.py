@@ -27,6 +27,7 @@ from resnet_jax import metric_writers
 from resnet_jax import parallel
 from resnet_jax import train
 from resnet_jax import validation
+from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = 'configs/fake_data.py:model=cifar20'
@@ -128,9 +129,9 @@ def test_keeps_the_last_k_and_the_best_across_restarts(tmp_path):
 
 
 def test_invalid_checkpoint_settings_are_config_errors():
-  with pytest.raises(configlib.ConfigError, match='keep_checkpoints=0'):
+  with pytest.raises(ConfigError, match='keep_checkpoints=0'):
     validation.validate(tiny_config(keep_checkpoints=0))
-  with pytest.raises(configlib.ConfigError, match='checkpoint_every_steps=0'):
+  with pytest.raises(ConfigError, match='checkpoint_every_steps=0'):
     validation.validate(tiny_config(checkpoint_every_steps=0))
 
 
@@ -198,7 +199,7 @@ def test_restoring_into_another_architecture_names_the_mismatches(tmp_path):
 
   narrow = train.setup_experiment(tiny_config(**{'model.base_width': 8})).init_state()
   mngr = manager(tmp_path)
-  with pytest.raises(configlib.ConfigError) as e:
+  with pytest.raises(ConfigError) as e:
     mngr.restore_latest(narrow)
   message = str(e.value)
   assert 'params/stage2/block1/conv1/kernel: checkpoint (3,3,16,32) vs model (3,3,8,16)' \
@@ -207,12 +208,12 @@ def test_restoring_into_another_architecture_names_the_mismatches(tmp_path):
   assert mngr.all_steps() == [1]  # A mismatch is not corruption: nothing moved.
 
   deeper = train.setup_experiment(tiny_config(**{'model.depth': 14})).init_state()
-  with pytest.raises(configlib.ConfigError) as e:
+  with pytest.raises(ConfigError) as e:
     mngr.restore_latest(deeper)
   assert 'missing in checkpoint: params/stage1/block2/conv1/kernel' in str(e.value)
   mngr.close()
 
-  with pytest.raises(configlib.ConfigError, match='unexpected in checkpoint: '
+  with pytest.raises(ConfigError, match='unexpected in checkpoint: '
                      'params/stage1/block2'):
     shallow_dir = tmp_path / 'deep'
     mngr = manager(shallow_dir)
@@ -237,10 +238,10 @@ def test_init_from_loads_weights_and_leaves_out_a_resized_head(tmp_path):
     expected = checkpoint.flatten(target.params if key.startswith('head/fc/')
                                   else source.params)[key]
     assert np.array_equal(value, expected), key
-  with pytest.raises(configlib.ConfigError, match=r'params/head/fc/kernel: checkpoint '
+  with pytest.raises(ConfigError, match=r'params/head/fc/kernel: checkpoint '
                      r'\(64,10\) vs model \(64,7\)'):
     checkpoint.init_from(str(tmp_path / 'checkpoints' / '7'), target, skip_head=False)
-  with pytest.raises(configlib.ConfigError, match='does not exist'):
+  with pytest.raises(ConfigError, match='does not exist'):
     checkpoint.init_from(str(tmp_path / 'nowhere'), target)
 
 
@@ -376,7 +377,7 @@ def test_sigterm_on_8_devices_checkpoints_exits_cleanly_and_resumes_on_1(tmp_pat
   # Rerunning resumes from the stopped step (here on 1 device, with a nearer end).
   assert jax.device_count() == 1
   config = tiny_config(**{**overrides, 'num_train_steps': stopped + 2})
-  with pytest.raises(configlib.ConfigError,
+  with pytest.raises(ConfigError,
                      match=f'num_train_steps: 100000 -> {stopped + 2}'):
     train.train_and_evaluate(config, workdir)  # Shorter training is another run ...
   with caplog.at_level(logging.INFO):  # ... unless the user says so.

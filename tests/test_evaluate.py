@@ -10,6 +10,7 @@ import pytest
 from resnet_jax import configlib
 from resnet_jax import evaluate
 from resnet_jax import train
+from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = 'configs/fake_data.py:model=cifar20'
@@ -69,7 +70,7 @@ def test_accepts_a_checkpoints_dir_or_a_step_dir(trained):
 
 def test_a_checkpoint_of_another_model_is_a_config_error(trained):
   workdir, _ = trained
-  with pytest.raises(configlib.ConfigError,
+  with pytest.raises(ConfigError,
                      match='missing in checkpoint: params/stage1/block2/conv1/kernel'):
     evaluate.evaluate_checkpoint(tiny_config(**{'model.depth': 14}), workdir)
 

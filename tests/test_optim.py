@@ -9,7 +9,7 @@ import pytest
 from resnet_jax import configlib
 from resnet_jax import optim
 from resnet_jax import validation
-from resnet_jax.configlib import ConfigError
+from resnet_jax.errors import ConfigError
 
 BASE = 'configs/cifar10.py'
 

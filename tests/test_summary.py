@@ -13,6 +13,7 @@ from resnet_jax import configlib
 from resnet_jax import data
 from resnet_jax import models
 from resnet_jax import summary
+from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +98,7 @@ def test_input_spec_needs_no_data():
   assert data.input_spec(cifar) == ((32, 32, 3), 10)
   unknown = configlib.load(os.path.join(REPO, 'configs', 'base.py'),
                            {'dataset': 'folder:/no/such/dir'})
-  with pytest.raises(configlib.ConfigError,
+  with pytest.raises(ConfigError,
                      match='set --config.image_size and --config.num_classes'):
     data.input_spec(unknown)
 

@@ -45,7 +45,7 @@ def test_product_expands_the_grid_in_order():
 
 
 def test_product_rejects_a_template_naming_no_axis():
-  with pytest.raises(configlib.ConfigError, match='names .*depht'):
+  with pytest.raises(ConfigError, match='names .*depht'):
     sweep.product(name='d{depht}', config='c.py', depth=[20])
 
 
@@ -92,7 +92,7 @@ def test_depth_shortcut_presets():
     ('warmup=-5', "warmup=-5 must be -1 (the preset's) or >= 0"),
 ])
 def test_depth_shortcut_bad_arguments(arg, message):
-  with pytest.raises(configlib.ConfigError, match=re.escape(message)):
+  with pytest.raises(ConfigError, match=re.escape(message)):
     sweep.load_sweep(f'{DEPTH_SHORTCUT}:{arg}')
 
 
@@ -127,18 +127,18 @@ def test_select_only_and_index():
   assert [p.name for p in sweep.select(points, 'd110-*,d20-A-*')] == [
       'd20-A-s0', 'd110-A-s0', 'd110-B-s0', 'd110-C-s0', 'd110-none-s0']
   assert sweep.select(points, '*-none-*', index=1)[0].name == 'd32-none-s0'
-  with pytest.raises(configlib.ConfigError, match='matches no point'):
+  with pytest.raises(ConfigError, match='matches no point'):
     sweep.select(points, 'd21')
-  with pytest.raises(configlib.ConfigError, match='out of range: 20 points'):
+  with pytest.raises(ConfigError, match='out of range: 20 points'):
     sweep.select(points, index=20)
 
 
 def test_load_sweep_errors(tmp_path):
-  with pytest.raises(configlib.ConfigError, match='does not exist'):
+  with pytest.raises(ConfigError, match='does not exist'):
     sweep.load_sweep(str(tmp_path / 'nope.py'))
   dup = _write_sweep(
       tmp_path, "sweep.Sweep([sweep.Point('a', CONFIG), sweep.Point('a', CONFIG)])")
-  with pytest.raises(configlib.ConfigError, match="two points are named 'a'"):
+  with pytest.raises(ConfigError, match="two points are named 'a'"):
     sweep.load_sweep(dup)
   wrong = _write_sweep(tmp_path, "[sweep.Point('a', CONFIG)]")
   with pytest.raises(ConfigError, match='get_sweep.. returned list; it must return'):

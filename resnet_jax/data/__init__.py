@@ -63,6 +63,9 @@ def dataset_meta(config) -> DatasetMeta:
   """
   if config.dataset == _meta.FAKE:
     return fake.dataset_meta(config)
+  from resnet_jax.data import pil_folder  # pylint: disable=g-import-not-at-top
+  if pil_folder.use_pil(config):
+    return pil_folder.dataset_meta(config)
   from resnet_jax.data import sources  # pylint: disable=g-import-not-at-top
   builder = sources.prepared_builder(config, allow_download=False)
   return sources.dataset_meta(config, builder)
@@ -114,7 +117,8 @@ def prepare(config) -> DatasetMeta:
   Returns:
     The dataset's DatasetMeta.
   """
-  if config.dataset != _meta.FAKE:
+  from resnet_jax.data import pil_folder  # pylint: disable=g-import-not-at-top
+  if config.dataset != _meta.FAKE and not pil_folder.use_pil(config):
     from resnet_jax.data import sources  # pylint: disable=g-import-not-at-top
     sources.prepared_builder(config, allow_download=config.download)
   return dataset_meta(config)

@@ -39,6 +39,15 @@ _MEMO = {}
 
 def _load(config, meta: meta_lib.DatasetMeta, *, train: bool) -> dict:
   """The whole train split, or this process's part of the eval split (numpy)."""
+  from resnet_jax.data import pil_folder  # pylint: disable=g-import-not-at-top
+  if pil_folder.use_pil(config):  # Where TensorFlow is absent: PIL, same arrays.
+    split = meta.train_split if train else meta.eval_split
+    index, count = (0, 1) if train else (parallel.process_index(), parallel.process_count())
+    key = (pil_folder.prepare(config).directory, split, index, count)
+    if key not in _MEMO:
+      _MEMO[key] = pil_folder.load_split(config, split, process_index=index,
+                                         process_count=count, train=train)
+    return _MEMO[key]
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = sources.prepared_builder(config, allow_download=False)
   if train:

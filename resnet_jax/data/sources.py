@@ -232,24 +232,28 @@ def dataset_meta(config, builder) -> meta_lib.DatasetMeta:
       train_split=train, eval_split=eval_, name=config.dataset)
 
 
-def to_rgb(images):
-  """[..., H, W, C] with C in (1, 3, 4) -> [..., H, W, 3] (numpy or tf)."""
-  channels = images.shape[-1]
-  if channels == 1:
-    return images[..., [0, 0, 0]] if isinstance(images, np.ndarray) else (
-        _tf().image.grayscale_to_rgb(images))
-  return images[..., :3] if channels == 4 else images
-
-
 def _tf():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf
 
 
 def load_numpy(builder, split) -> dict:
-  """All examples of a (sub)split as numpy arrays: {'image': uint8, 'label': int32}."""
+  """All examples of a (sub)split as numpy arrays: {'image': uint8, 'label': int32}.
+
+  Decoded as the tf.data path decodes (`tf_augment.decode`: JPEGs as PIL
+  does), so these arrays equal the TensorFlow-free PIL reader's (pil_folder).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  ds = builder.as_dataset(split=split, shuffle_files=False, batch_size=-1,
+  from resnet_jax.data import tf_augment  # pylint: disable=g-import-not-at-top
+  tf = _tf()
+  h, w, _ = builder.info.features['image'].shape
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={'image': tfds.decode.SkipDecoding()},
                           read_config=tfds.ReadConfig(try_autocache=False))
-  arrays = tfds.as_numpy(ds)
-  return {'image': to_rgb(arrays['image']), 'label': arrays['label'].astype(np.int32)}
+  ds = ds.map(lambda ex: (tf.ensure_shape(tf_augment.decode(ex['image']), (h, w, 3)), ex['label']),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  images, labels = [np.zeros((0, h, w, 3), np.uint8)], [np.zeros((0,), np.int64)]
+  for image, label in ds.batch(8192).as_numpy_iterator():
+    images.append(image)
+    labels.append(label)
+  return {'image': np.concatenate(images), 'label': np.concatenate(labels).astype(np.int32)}

@@ -48,7 +48,9 @@ class _Reader:
     self.config = config
     self.meta = meta
     self.builder = sources.prepared_builder(config, allow_download=False)
-    _, _, encoding = sources.image_info(self.builder)
+    native_hw, _, encoding = sources.image_info(self.builder)
+    # Static where the dataset's images all have one size: resizing is skipped.
+    self.decoded_shape = (*native_hw, 3) if None not in native_hw else (None, None, 3)
     self.size = meta.image_shape[0]
     self.is_jpeg = encoding == 'jpeg'
     # 'imagenet' decodes inside the augmentation (only the crop of a JPEG).
@@ -61,12 +63,14 @@ class _Reader:
         try_autocache=False,  # Caching is config.cache's decision.
         shuffle_seed=files_seed,
         add_tfds_id=False)
-    decoders = {'image': tfds.decode.SkipDecoding()} if self.raw_bytes else None
+    # Our own decode, not tfds': JPEGs as PIL decodes them (tf_augment.decode).
     ds = self.builder.as_dataset(split=split, shuffle_files=files_seed is not None,
-                                 decoders=decoders, read_config=read_config)
-    # Encoded bytes are decoded to 3 channels later; decoded images may not be RGB.
-    fix = (lambda x: x) if self.raw_bytes else sources.to_rgb
-    return ds.map(lambda ex: {'image': fix(ex['image']),
+                                 decoders={'image': tfds.decode.SkipDecoding()},
+                                 read_config=read_config)
+    # 'imagenet' decodes inside the augmentation (only the crop of a JPEG).
+    decode = (lambda x: x) if self.raw_bytes else (
+        lambda x: tf.ensure_shape(self.aug.decode(x), self.decoded_shape))
+    return ds.map(lambda ex: {'image': decode(ex['image']),
                               'label': tf.cast(ex['label'], tf.int32)},
                   num_parallel_calls=tf.data.AUTOTUNE)
 
