@@ -386,3 +386,22 @@ def test_sigterm_on_8_devices_checkpoints_exits_cleanly_and_resumes_on_1(tmp_pat
   assert result['step'] == stopped + 2 and not result['preempted']
   assert [r['step'] for r in _train_rows(workdir)][-3:] == [stopped, stopped + 1,
                                                             stopped + 2]
+
+
+def test_a_one_device_checkpoint_resumes_on_8_devices(tmp_path, child_env):
+  workdir = str(tmp_path / 'run')
+  overrides = {'num_train_steps': 2, 'checkpoint_every_steps': 2, 'eval_every_steps': 2}
+  assert jax.device_count() == 1
+  train.train_and_evaluate(tiny_config(**overrides), workdir)
+  _, record = checkpoint.read_state(workdir)
+  assert record['device_count'] == 1 and record['step'] == 2
+  longer = {**overrides, 'num_train_steps': 4, 'checkpoint_every_steps': 4}
+  proc = subprocess.run(
+      [sys.executable, '-c', _EIGHT_DEVICES, f'--workdir={workdir}', *config_flags(**longer)],
+      cwd=REPO, env=child_env(XLA_FLAGS='--xla_force_host_platform_device_count=8'),
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Resumed from step 2 ' in proc.stderr
+  state, record = checkpoint.read_state(workdir)
+  assert record['device_count'] == 8 and int(state['step']) == 4
+  assert [r['step'] for r in _train_rows(workdir)][-2:] == [3, 4]
