@@ -13,7 +13,6 @@ from absl import logging
 from resnet_jax.errors import ConfigError
 from resnet_jax.errors import EXIT_BAD_INPUT
 from resnet_jax.errors import EXIT_FAILED
-from resnet_jax.errors import EXIT_PREEMPTED  # pylint: disable=unused-import  (re-exported)
 from resnet_jax.errors import NonFiniteLossError
 
 

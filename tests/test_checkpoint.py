@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpoint
-from resnet_jax import cli
+from resnet_jax import errors
 from resnet_jax import configlib
 from resnet_jax import metric_writers
 from resnet_jax import parallel
@@ -364,7 +364,7 @@ def test_sigterm_on_8_devices_checkpoints_exits_cleanly_and_resumes_on_1(tmp_pat
   _wait_for(lambda: len(_train_rows(workdir)) >= 2, proc)
   proc.send_signal(signal.SIGTERM)
   stdout, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == cli.EXIT_PREEMPTED, stderr[-3000:]
+  assert proc.returncode == errors.EXIT_PREEMPTED, stderr[-3000:]
   lines = [l for l in stderr.splitlines() if l.startswith('Preempted by SIGTERM')]
   assert len(lines) == 1, stderr[-3000:]
   stopped = int(lines[0].split('checkpoints/')[1].split(';')[0])

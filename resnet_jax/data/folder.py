@@ -209,8 +209,9 @@ def _chunks(it, n):
     yield chunk
 
 
-def _report_corrupt(source: str, member: str, error: Exception, count: int,
-                    on_corrupt: str) -> None:
+def report_corrupt(source: str, member: str, error: Exception, count: int,
+                   on_corrupt: str) -> None:
+  """Warns about (or, with on_corrupt='error', refuses) an unreadable image."""
   where = f'{source}/{member}' if os.path.isdir(source) else f'{source}:{member}'
   if on_corrupt == 'error':
     raise ConfigError(
@@ -223,6 +224,31 @@ def _report_corrupt(source: str, member: str, error: Exception, count: int,
   log.warning('skipping unreadable image %s: %s', where, error)
 
 
+def member_parts(path: str, member: str, prefix: list[str] | None,
+                 ) -> tuple[list[str], str, str]:
+  """(top-folder prefix, split, class) of an image at `member`, checking the layout.
+
+  Every image must sit at [top/]split/class/file, all under the same top folder.
+  The split name is checked by `check_split_name` (only for readable images).
+
+  Raises:
+    ConfigError: the image is not laid out like the others.
+  """
+  parts = member.split('/')
+  if len(parts) < 3 or (prefix is not None and parts[:-3] != prefix):
+    raise ConfigError(
+        f'{path}: {member!r} is not laid out like the other images; '
+        'expected split/class/image (all under the same top folder), '
+        "e.g. 'train/cat/0001.jpg'")
+  return parts[:-3], parts[-3], parts[-2]
+
+
+def check_split_name(path: str, split: str) -> None:
+  if not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*', split):
+    raise ConfigError(f'{path}: split folder {split!r} must be a name like '
+                      "'train', 'test' or 'validation' (letters, digits, _)")
+
+
 def _scan(path: str, name: str, on_corrupt: str) -> _Plan:
   """Decodes every image once: layout, classes, shapes, formats, corrupt files."""
   images, corrupt, formats, shapes = [], [], set(), set()
@@ -233,21 +259,12 @@ def _scan(path: str, name: str, on_corrupt: str) -> _Plan:
   def collect(chunk, results):
     nonlocal prefix, total, keep
     for (member, data), (info, error) in zip(chunk, results):
-      parts = member.split('/')
-      if len(parts) < 3 or (prefix is not None and parts[:-3] != prefix):
-        raise ConfigError(
-            f'{path}: {member!r} is not laid out like the other images; '
-            'expected split/class/image (all under the same top folder), '
-            "e.g. 'train/cat/0001.jpg'")
-      prefix = parts[:-3]
-      split, label = parts[-3], parts[-2]
+      prefix, split, label = member_parts(path, member, prefix)
       if error is not None:
         corrupt.append(member)
-        _report_corrupt(path, member, error, len(corrupt), on_corrupt)
+        report_corrupt(path, member, error, len(corrupt), on_corrupt)
         continue
-      if not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*', split):
-        raise ConfigError(f'{path}: split folder {split!r} must be a name like '
-                          "'train', 'test' or 'validation' (letters, digits, _)")
+      check_split_name(path, split)
       fmt, mode, hw = info
       formats.add(fmt)
       shapes.add(hw)
@@ -256,7 +273,8 @@ def _scan(path: str, name: str, on_corrupt: str) -> _Plan:
         keep = False  # Too big to hold: the writer reads the source again.
         for im in images:
           im.data = None
-      images.append(_Image(key='/'.join(parts[-3:]), member=member, split=split,
+      images.append(_Image(key=f'{split}/{label}/{member.split("/")[-1]}',
+                           member=member, split=split,
                            label=label, reencode=not _stored_as_is(fmt, mode),
                            data=data if keep else None))
 

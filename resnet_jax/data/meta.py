@@ -91,6 +91,35 @@ def validate(config) -> None:
     raise ConfigError(f'prefetch_batches={config.prefetch_batches} must be >= 0')
 
 
+def default_splits(config, names: list[str], num_examples) -> tuple[str, str]:
+  """(train_split, eval_split): config's, else 'train' and 'test'/'validation'.
+
+  Args:
+    config: reads train_split, eval_split, dataset.
+    names: the dataset's split names.
+    num_examples: split expression -> its size; raises (KeyError, ValueError,
+      IndexError, AssertionError) for an expression the dataset cannot read.
+
+  Raises:
+    ConfigError: no eval split to default to, or a split that does not exist.
+  """
+  train = config.train_split or 'train'
+  eval_ = config.eval_split
+  if not eval_:
+    eval_ = next((s for s in ('test', 'validation', 'val') if s in names), '')
+    if not eval_:
+      raise ConfigError(f'{config.dataset!r} has no test or validation split '
+                        f'(splits: {names}); set --config.eval_split')
+  for field, split in (('train_split', train), ('eval_split', eval_)):
+    try:
+      num_examples(split)
+    except (KeyError, ValueError, IndexError, AssertionError, NotImplementedError) as e:
+      raise ConfigError(
+          f'{field}={split!r} is not a valid split of {config.dataset!r} '
+          f"(splits: {names}; slices like 'train[:45000]' work): {e}") from e
+  return train, eval_
+
+
 def output_size(config, native_hw: tuple[int | None, int | None]) -> int:
   """Side length of the square images fed to the model.
 

@@ -43,7 +43,6 @@ import json
 import logging
 import os
 import pickle
-import re
 import shutil
 import struct
 import subprocess
@@ -321,28 +320,19 @@ def _scan(path: str, on_corrupt: str, workers: int):
   splits, corrupt, formats, shapes = {}, [], set(), set()
   prefix = None
   for member, (result, error) in _decoded(path, workers):
-    parts = member.split('/')
-    if len(parts) < 3 or (prefix is not None and parts[:-3] != prefix):
-      raise ConfigError(
-          f'{path}: {member!r} is not laid out like the other images; '
-          'expected split/class/image (all under the same top folder), '
-          "e.g. 'train/cat/0001.jpg'")
-    prefix = parts[:-3]
-    split, label = parts[-3], parts[-2]
+    prefix, split, label = folder.member_parts(path, member, prefix)
     if error is not None:
       corrupt.append(member)
-      folder._report_corrupt(path, member, error, len(corrupt), on_corrupt)  # pylint: disable=protected-access
+      folder.report_corrupt(path, member, error, len(corrupt), on_corrupt)
       continue
-    if not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*', split):
-      raise ConfigError(f'{path}: split folder {split!r} must be a name like '
-                        "'train', 'test' or 'validation' (letters, digits, _)")
+    folder.check_split_name(path, split)
     (fmt, _, hw), rgb, jpeg, size = result
     formats.add(fmt)
     shapes.add(hw)
     s = splits.setdefault(split, _Split())
     if jpeg is not None:
       s.jpegs[len(s.keys)] = jpeg
-    s.keys.append('/'.join(parts[-3:]))
+    s.keys.append(f'{split}/{label}/{member.split("/")[-1]}')
     s.labels.append(label)
     # Arrays of one shape only: varying sizes cannot feed on-device data.
     s.images.append(rgb if len(shapes) == 1 else None)
@@ -482,23 +472,8 @@ def _check_on_device(config) -> None:
 
 
 def _splits(config, prepared: Prepared) -> tuple[str, str]:
-  """(train_split, eval_split) with sources.default_splits' defaults and checks."""
-  names = list(prepared.sizes)
-  train = config.train_split or 'train'
-  eval_ = config.eval_split
-  if not eval_:
-    eval_ = next((s for s in ('test', 'validation', 'val') if s in names), '')
-    if not eval_:
-      raise ConfigError(f'{config.dataset!r} has no test or validation split '
-                        f'(splits: {names}); set --config.eval_split')
-  for field, split in (('train_split', train), ('eval_split', eval_)):
-    try:
-      prepared.num_examples(split)
-    except (KeyError, ValueError, IndexError) as e:
-      raise ConfigError(
-          f'{field}={split!r} is not a valid split of {config.dataset!r} '
-          f"(splits: {names}; slices like 'train[:45000]' work): {e}") from e
-  return train, eval_
+  """(train_split, eval_split), with the tfds path's defaults and checks."""
+  return meta_lib.default_splits(config, list(prepared.sizes), prepared.num_examples)
 
 
 def dataset_meta(config) -> meta_lib.DatasetMeta:

@@ -182,23 +182,9 @@ def prepared_builder(config, *, allow_download: bool):
 
 
 def default_splits(config, builder) -> tuple[str, str]:
-  """(train_split, eval_split): config's, else 'train' and 'test'/'validation'."""
-  names = list(builder.info.splits.keys())
-  train = config.train_split or 'train'
-  eval_ = config.eval_split
-  if not eval_:
-    eval_ = next((s for s in ('test', 'validation', 'val') if s in names), '')
-    if not eval_:
-      raise ConfigError(f'{config.dataset!r} has no test or validation split '
-                        f'(splits: {names}); set --config.eval_split')
-  for field, split in (('train_split', train), ('eval_split', eval_)):
-    try:
-      builder.info.splits[split].num_examples  # pylint: disable=expression-not-assigned
-    except (KeyError, ValueError, AssertionError) as e:
-      raise ConfigError(
-          f'{field}={split!r} is not a valid split of {config.dataset!r} '
-          f"(splits: {names}; slices like 'train[:45000]' work): {e}") from e
-  return train, eval_
+  """(train_split, eval_split) of a tfds builder (`meta.default_splits`)."""
+  return meta_lib.default_splits(config, list(builder.info.splits.keys()),
+                                 lambda split: builder.info.splits[split].num_examples)
 
 
 def image_info(builder) -> tuple[tuple[int | None, int | None], int, str | None]:

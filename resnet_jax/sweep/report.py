@@ -11,7 +11,7 @@ import json
 import math
 import os
 import statistics
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from resnet_jax.errors import ConfigError
 from resnet_jax.sweep import plots
