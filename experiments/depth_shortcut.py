@@ -15,11 +15,16 @@ Arguments (after ':', comma-separated):
            short: the same recipe on a 10x shorter schedule (6.4k steps, about
              18 epochs, data kept on the accelerator): meant for one GPU in
              about an hour for the grid (an estimate, not yet measured).
+           cpu: the recipe cut to `steps` steps (lr / 10 at steps/2 and 3 steps/4),
+             `evals` evaluations on 2,000 test images, data kept on the device:
+             a few points on a 2-core CPU (the Fig. 6 comparison).
            smoke: 50 steps of batch 64 (10 warmup), eval on 1,000 test images:
              the whole grid (20 points) on a 2-core CPU in about half an hour
              when the CPU is not shared. Checks the pipeline end to end; its
              errors say nothing about the paper.
   seeds  - seeds per configuration (0..seeds-1); default 1.
+  steps, evals - the cpu preset's length (default 300) and number of evaluations
+             (default 3, evenly spaced; the last at the end).
   warmup - linear lr warmup in steps for every point (default -1: the preset's,
              which is the recipe's: none, 400 steps for ResNet-110). At lr 0.1
              from step 0 the deeper nets first blow up, then sit at chance for a
@@ -73,13 +78,10 @@ PRESETS = {
     # 300 steps of the paper's recipe (lr 0.1, divided by 10 at 150 and 225), eval
     # on 2,000 test images: enough on a 2-core CPU to see plain nets degrade with
     # depth (Fig. 6) for a few points, e.g. --only='d20-A-*,d20-none-*,d56-A-*,d56-none-*'.
+    # (num_train_steps, lr_boundaries_steps and the periods follow `steps`/`evals`.)
     'cpu': {
-        'num_train_steps': 300,
-        'lr_boundaries_steps': (150, 225),
         'eval_batch_size': 500,
         'num_eval_batches': 4,
-        'eval_every_steps': 100,
-        'checkpoint_every_steps': 100,
         'log_every_steps': 20,
     },
     'smoke': {
@@ -118,7 +120,8 @@ def _dataset_label(dataset: str) -> str:
 
 
 def get_sweep(arg=None) -> sweep.Sweep:
-  args = configlib.parse_arg(arg, preset='paper', seeds=1, dataset='auto', warmup=-1)
+  args = configlib.parse_arg(arg, preset='paper', seeds=1, dataset='auto', warmup=-1,
+                             steps=300, evals=3)
   if args.preset not in PRESETS:
     raise ConfigError(
         f'unknown preset {args.preset!r}; valid presets: {", ".join(PRESETS)}')
@@ -128,6 +131,18 @@ def get_sweep(arg=None) -> sweep.Sweep:
     raise ConfigError(f'warmup={args.warmup} must be -1 (the preset\'s) or >= 0')
   fixed = {'dataset': dataset_value(args.dataset), **PRESETS[args.preset]}
   name = f'depth_shortcut-{args.preset}'
+  if args.preset == 'cpu':
+    if args.steps < 4 or not 1 <= args.evals <= args.steps:
+      raise ConfigError(f'steps={args.steps} must be >= 4 and evals={args.evals} in '
+                        f'1..steps')
+    every = args.steps // args.evals
+    fixed.update(num_train_steps=args.steps,
+                 lr_boundaries_steps=(args.steps // 2, 3 * args.steps // 4),
+                 eval_every_steps=every, checkpoint_every_steps=every)
+    if (args.steps, args.evals) != (300, 3):
+      # 300 steps was the preset's only length: those runs keep their name.
+      name += f'-{args.steps}steps'
+      fixed['on_device_data'] = True
   if args.warmup >= 0:
     fixed['warmup_steps'] = args.warmup
     name += f'-warmup{args.warmup}'
