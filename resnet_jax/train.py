@@ -38,6 +38,7 @@ from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import parallel
 from resnet_jax import progress
+from resnet_jax import signals
 from resnet_jax import validation
 from resnet_jax import workdir as workdir_lib
 
@@ -397,8 +398,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       run's config, a step that does not fit in memory.
     NonFiniteLossError: the loss became NaN/inf (the message names the step).
   """
+  # orbax is imported only by the commands that checkpoint.
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from resnet_jax import signals  # pylint: disable=g-import-not-at-top
 
   validation.validate(config)
   # The workdir before the data: it is locked and its config checked first.
@@ -417,7 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       start_step = int(parallel.to_host(state.step))
       run_dir.record_config(_resolved(exp), start_step)
       result = _loop(exp, compiled_step, eval_step_fn, state, start_step, ckpt, writer,
-                     resumed_metrics, signals)
+                     resumed_metrics)
     finally:
       # Waits for the save in flight: a preempted run leaves only once its
       # checkpoint is finalized.
@@ -442,7 +443,7 @@ def _announce(signum: int) -> None:
 
 
 def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
-          start_step: int, ckpt, writer, resumed_metrics: dict, signals) -> dict[str, Any]:
+          start_step: int, ckpt, writer, resumed_metrics: dict) -> dict[str, Any]:
   """The training loop proper: step, log, evaluate, checkpoint, stop on a signal."""
   config = exp.config
   total = exp.num_train_steps
