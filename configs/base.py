@@ -96,9 +96,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Compute dtype: 'float32', 'bfloat16' or 'float16' (params stay float32;
   # float16 uses dynamic loss scaling).
   config.dtype = 'float32'
-  # On a CPU only: XLA:CPU flags and model formulations that compute the same
-  # values faster there (resnet_jax/xla_options.py, models/fast_paths.py);
-  # never applied on a GPU or TPU. False: XLA's and the model's defaults.
+  # On a CPU only: model formulations that compute the same values faster under
+  # XLA:CPU (resnet_jax/models/fast_paths.py); never applied on a GPU or TPU.
+  # False: the plain layers.
   config.cpu_fast_paths = True
 
   # --- Optimisation ---------------------------------------------------------

@@ -228,7 +228,8 @@ def main(argv: list[str]) -> int:
   config = FLAGS.config
   from resnet_jax import data  # pylint: disable=g-import-not-at-top
   input_shape, num_classes = data.input_spec(config, FLAGS.image_size, FLAGS.num_classes)
-  model = models.create_model(config.model, num_classes=num_classes)
+  # The plain layers: the FLOPs shown are the model's, not a backend's formulation.
+  model = models.create_model(config.model, num_classes=num_classes, cpu_fast_paths=False)
   print(format_summary(summarize(model, input_shape)))
   return 0
 

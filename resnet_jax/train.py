@@ -342,7 +342,8 @@ def setup_experiment(config: ml_collections.ConfigDict, *,
   meta = data.prepare(config) if prepare_data else data.dataset_meta(config)
   num_classes = config.num_classes or meta.num_classes
   model = models.create_model(config.model, num_classes=num_classes, dtype=config.dtype,
-                              axis_name=parallel.BATCH_AXIS)
+                              axis_name=parallel.BATCH_AXIS,
+                              cpu_fast_paths=config.cpu_fast_paths)
   steps_per_epoch = data.steps_per_epoch(config, meta)
   total = optim.num_train_steps(config, steps_per_epoch)
   lr_fn = optim.create_learning_rate_schedule(config, steps_per_epoch)

@@ -19,6 +19,7 @@ import pytest
 
 from resnet_jax import configlib
 from resnet_jax import models
+from resnet_jax.errors import ConfigError
 from resnet_jax.models import blocks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,7 +306,7 @@ def test_zero_init_residual_zeroes_the_last_norm_of_each_branch():
         jax.random.key(0), x)['params']
     assert not np.any(p['norm3']['scale'])
     assert np.all(p['norm2']['scale'] == 1) and np.all(p['shortcut']['norm']['scale'] == 1)
-  with pytest.raises(configlib.ConfigError, match='batch'):
+  with pytest.raises(ConfigError, match='batch'):
     models.create_model({'zero_init_residual': True, 'norm': 'none'}, num_classes=10)
 
 
@@ -412,17 +413,20 @@ def test_float32_train_step_updates_batch_stats():
                                 model.apply(variables, x, train=False))
 
 
-def test_batch_norm_averages_over_the_pmap_axis():
+def test_batch_norm_averages_over_the_mesh_axis():
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
   model = models.create_model({'depth': 8}, num_classes=10, axis_name='batch')
   variables = _init(model)
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
-  step = jax.pmap(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']),
-                  axis_name='batch')
-  n = jax.local_device_count()
-  replicated = jax.tree.map(lambda a: jnp.stack([a] * n), variables)
-  logits, _ = step(replicated, jnp.stack([x] * n))
-  assert logits.shape == (n, 2, 10)
-  # Outside pmap the axis is unbound: proof that BatchNorm really uses it.
+  mesh = jax.make_mesh((jax.device_count(),), ('batch',))
+  step = jax.jit(jax.shard_map(
+      lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']),
+      mesh=mesh, in_specs=(P(), P('batch')), out_specs=(P('batch'), P())))
+  n = jax.device_count()
+  batch = jax.device_put(jnp.concatenate([x] * n), jax.NamedSharding(mesh, P('batch')))
+  logits, _ = step(jax.device_put(variables, jax.NamedSharding(mesh, P())), batch)
+  assert logits.shape == (2 * n, 10)
+  # Outside a mapped step the axis is unbound: proof that BatchNorm really uses it.
   with pytest.raises(NameError, match='batch'):
     model.apply(variables, x, train=True, mutable=['batch_stats'])
 
@@ -446,7 +450,7 @@ def test_batch_norm_averages_over_the_pmap_axis():
     ({'depth': 20, 'norm': 'group'}, ['valid num_groups here: [1, 2, 4, 8, 16]']),
 ])
 def test_unsupported_configs_raise_config_error_naming_valid_choices(fields, needles):
-  with pytest.raises(configlib.ConfigError) as info:
+  with pytest.raises(ConfigError) as info:
     models.create_model(fields, num_classes=10)
   for needle in needles:
     assert needle in str(info.value)
@@ -454,9 +458,9 @@ def test_unsupported_configs_raise_config_error_naming_valid_choices(fields, nee
 
 def test_dtype_and_num_classes_are_checked():
   assert models.create_model({}, num_classes=10, dtype='bfloat16').dtype == jnp.bfloat16
-  with pytest.raises(configlib.ConfigError, match='float32, bfloat16, float16'):
+  with pytest.raises(ConfigError, match='float32, bfloat16, float16'):
     models.create_model({}, num_classes=10, dtype='int8')
-  with pytest.raises(configlib.ConfigError, match='num_classes'):
+  with pytest.raises(ConfigError, match='num_classes'):
     models.create_model({}, num_classes=0)
 
 

@@ -17,7 +17,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.models import blocks
-from resnet_jax.models.registry import ConfigError, ResNetSpec, resolve_spec
+from resnet_jax.models import fast_paths
+from resnet_jax.errors import ConfigError
+from resnet_jax.models.registry import ResNetSpec, resolve_spec
 
 ModuleDef = Any
 
@@ -138,13 +140,16 @@ class ResNet(nn.Module):
     spec: the resolved architecture (registry.resolve_spec).
     num_classes: classifier outputs.
     dtype: compute dtype (params are always float32).
-    axis_name: pmap axis over which BatchNorm averages batch statistics; None
-      outside pmap.
+    axis_name: mesh axis over which BatchNorm averages batch statistics inside
+      the train step (parallel.BATCH_AXIS); None outside a mapped step.
+    cpu_fast_paths: on the CPU backend, use the formulations of
+      `fast_paths` (same values, faster under XLA:CPU); ignored elsewhere.
   """
   spec: ResNetSpec
   num_classes: int
   dtype: Any = jnp.float32
   axis_name: str | None = None
+  cpu_fast_paths: bool = True
 
   def layers(self, train: bool) -> tuple[ModuleDef, ModuleDef]:
     """The conv and norm constructors shared by all parts."""
@@ -176,8 +181,9 @@ class ResNet(nn.Module):
     """
     spec = self.spec
     conv, norm = self.layers(train)
+    act = fast_paths.relu if fast_paths.enabled(self.cpu_fast_paths) else nn.relu
     kw = {'parent': None} if detached else {}
-    common = dict(conv=conv, norm=norm, act=nn.relu, preact=spec.preact)
+    common = dict(conv=conv, norm=norm, act=act, preact=spec.preact)
     out = [('stem', Stem(spec.stem, spec.stem_width, **common, name='stem', **kw))]
     if spec.block == 'basic':
       block_cls = blocks.BasicBlock
@@ -191,7 +197,7 @@ class ResNet(nn.Module):
           zero_init_residual=spec.zero_init_residual, **extra)
       name = f'stage{i + 1}'
       out.append((name, Stage(block, size, strides=1 if i == 0 else 2, name=name, **kw)))
-    out.append(('head', Head(self.num_classes, norm, nn.relu, spec.preact, self.dtype,
+    out.append(('head', Head(self.num_classes, norm, act, spec.preact, self.dtype,
                              name='head', **kw)))
     return out
 
@@ -205,7 +211,7 @@ class ResNet(nn.Module):
 
 
 def create_model(model_config: Any, *, num_classes: int, dtype: Any = jnp.float32,
-                 axis_name: str | None = None) -> ResNet:
+                 axis_name: str | None = None, cpu_fast_paths: bool = True) -> ResNet:
   """Builds the ResNet that a `model` config section describes.
 
   Args:
@@ -214,7 +220,10 @@ def create_model(model_config: Any, *, num_classes: int, dtype: Any = jnp.float3
     num_classes: classifier outputs.
     dtype: compute dtype, 'float32'/'bfloat16'/'float16' or the jnp dtype;
       params stay float32.
-    axis_name: pmap axis name for cross-device BatchNorm (None outside pmap).
+    axis_name: mesh axis name for cross-device BatchNorm (None outside a
+      mapped step).
+    cpu_fast_paths: on the CPU backend, XLA:CPU-friendly formulations of the
+      same layers (`config.cpu_fast_paths`; see models/fast_paths.py).
 
   Returns:
     An unbound ResNet; call `model.apply(variables, x, train=...)`, with
@@ -228,4 +237,4 @@ def create_model(model_config: Any, *, num_classes: int, dtype: Any = jnp.float3
       num_classes < 1):
     raise ConfigError(f'num_classes={num_classes!r} must be a positive integer')
   return ResNet(spec=spec, num_classes=int(num_classes), dtype=canonical_dtype(dtype),
-                axis_name=axis_name)
+                axis_name=axis_name, cpu_fast_paths=bool(cpu_fast_paths))
