@@ -151,25 +151,69 @@ def _iter_source(path: str, wanted: set[str] | None = None,
     yield from _iter_archive(path, wanted)
 
 
+class _CountingReader:
+  """A file object's `read`, counting the bytes it has returned."""
+
+  def __init__(self, fobj):
+    self._fobj = fobj
+    self.count = 0
+
+  def read(self, size=-1):
+    data = self._fobj.read(size)
+    self.count += len(data)
+    return data
+
+
+def _open_decompressed(path: str):
+  """The archive's tar stream, decompressed by the module that checks its trailer.
+
+  tarfile's own gzip/bz2/xz streams stop silently at a cut; gzip, bz2 and lzma
+  raise EOFError when the compressed stream ends before its end marker.
+  """
+  import bz2  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  import lzma  # pylint: disable=g-import-not-at-top
+  with open(path, 'rb') as f:
+    magic = f.read(6)
+  if magic.startswith(b'\x1f\x8b'):
+    return gzip.open(path, 'rb')
+  if magic.startswith(b'BZh'):
+    return bz2.open(path, 'rb')
+  if magic.startswith(b'\xfd7zXZ\x00'):
+    return lzma.open(path, 'rb')
+  return open(path, 'rb')
+
+
 def _iter_archive(path: str, wanted: set[str] | None):
   """(member path, bytes) of an archive's images; ConfigError if it is damaged."""
+  def damaged(why: str) -> ConfigError:
+    return ConfigError(
+        f'archive {path} is damaged or truncated ({why}); copy or download it '
+        f'again (its size is {os.path.getsize(path):,} bytes)')
+
   try:
-    # 'r|*' reads the archive as a stream: no seeking, no extraction.
-    with tarfile.open(path, mode='r|*') as tar:
-      for info in tar:
-        member = info.name[2:] if info.name.startswith('./') else info.name
-        if not info.isfile() or not _is_image_name(member):
-          continue
-        if wanted is not None and member not in wanted:
-          continue
-        fobj = tar.extractfile(info)
-        yield member, fobj.read()
+    with _open_decompressed(path) as raw:
+      stream = _CountingReader(raw)
+      # 'r|' reads the archive as a stream: no seeking, no extraction.
+      with tarfile.open(fileobj=stream, mode='r|') as tar:
+        for info in tar:
+          member = info.name[2:] if info.name.startswith('./') else info.name
+          if not info.isfile() or not _is_image_name(member):
+            continue
+          if wanted is not None and member not in wanted:
+            continue
+          yield member, tar.extractfile(info).read()
+        end_of_archive = tar.offset
+      # tarfile ends quietly at a missing or partial header; only the
+      # end-of-archive block (512 zero bytes) means the stream was whole. The
+      # drain reads the rest, so a compressed stream checks its trailer.
+      while stream.read(1 << 20):
+        pass
   except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-    # A truncated download or copy: tarfile/gzip fail somewhere in the stream.
-    raise ConfigError(
-        f'archive {path} is damaged or truncated ({type(e).__name__}: {e}); copy or '
-        'download it again (its size is '
-        f'{os.path.getsize(path):,} bytes)') from None
+    raise damaged(f'{type(e).__name__}: {e}') from None
+  if stream.count < end_of_archive + tarfile.BLOCKSIZE:
+    raise damaged(f'it ends at byte {stream.count:,} of its tar stream, before '
+                  'the end-of-archive block')
 
 
 def _inspect(data: bytes | Exception) -> tuple[str, str, tuple[int, int]]:
