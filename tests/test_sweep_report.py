@@ -97,7 +97,8 @@ def test_report_writes_csv_markdown_and_plots(tmp_path):
   md = (out / 'results.md').read_text()
   assert '| depth | A | paper A | plain |' in md
   assert '| 20 | 9.00 ± 1.41 | 8.75 | 18.00 ± 2.83 |' in md
-  assert '| 56 | 7.00 ± 0.00 |  | 50.00 |' in md
+  assert '| 56 | 7.00 ± 0.00 |  | 50.00 † |' in md
+  assert md.count(report.PARTIAL_NOTE) == 2  # Under both tables.
   assert '| group | depth | shortcut | seeds | test err % (top1) |' in md
   assert '| d56-none † | 56 | none | 1 | 50.00 |' in md
   assert 'mean ± std over seeds at the final eval' in md

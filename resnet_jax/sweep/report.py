@@ -107,6 +107,14 @@ class GroupResult:
     return _mean_std([getattr(r, attr) for r in self.finished])
 
 
+PARTIAL_NOTE = '† not all of its points finished: the latest eval is shown.'
+
+
+def _partial(g: GroupResult) -> bool:
+  """Whether a group shows a number although not all its points are done."""
+  return bool(g.finished) and not g.complete
+
+
 def group_results(sweep: Sweep, results: Sequence[PointResult]) -> list[GroupResult]:
   """The results by group, in the order groups first appear."""
   groups: dict[str, GroupResult] = {}
@@ -200,7 +208,7 @@ def markdown_report(sweep: Sweep, groups: Sequence[GroupResult],
   any_partial = False
   for g in groups:
     mark = ''
-    if not g.complete and g.finished:
+    if _partial(g):
       mark, any_partial = ' †', True
     row = [g.group + mark, *[str(g.tags.get(k, '')) for k in tag_cols],
            str(len(g.finished))]
@@ -213,7 +221,7 @@ def markdown_report(sweep: Sweep, groups: Sequence[GroupResult],
     lines.append('| ' + ' | '.join(row) + ' |')
   lines.append('')
   if any_partial:
-    lines += ['† not all of its points finished: the latest eval is shown.', '']
+    lines += [PARTIAL_NOTE, '']
   if sweep.notes:
     lines += ['## Notes', '', sweep.notes.strip(), '']
   return '\n'.join(lines)
@@ -236,15 +244,19 @@ def _pivot_markdown(sweep: Sweep, groups: Sequence[GroupResult]) -> list[str]:
       header.append(f'paper {sweep.label(s)}')
   lines = [f'## Test error % (top-1) by {sweep.x} and {sweep.series}', '',
            '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  any_partial = False
   for x in xs:
     row = [str(x)]
     for s in series:
       g = cell.get((x, s))
-      row.append(fmt_mean_std(*g.stat('top1_err')) if g else '')
+      value = fmt_mean_std(*g.stat('top1_err')) if g else ''
+      if g and _partial(g):
+        value, any_partial = value + ' †', True
+      row.append(value)
       if s in with_paper:
         row.append(fmt(g.paper.get('top1_err', math.nan)) if g else '')
     lines.append('| ' + ' | '.join(row) + ' |')
-  return lines + ['']
+  return lines + [''] + ([PARTIAL_NOTE, ''] if any_partial else [])
 
 
 def write_report(sweep: Sweep, points: Sequence[Point], workdir: str, out: str, *,
