@@ -16,12 +16,15 @@ loss); other formats and colour modes (CMYK, palette, alpha, 16-bit) are
 converted to RGB once here.
 """
 
+import bz2
 import collections
 import dataclasses
 import fcntl
+import gzip
 import hashlib
 import io
 import logging
+import lzma
 import os
 import re
 import tarfile
@@ -170,9 +173,6 @@ def _open_decompressed(path: str):
   tarfile's own gzip/bz2/xz streams stop silently at a cut; gzip, bz2 and lzma
   raise EOFError when the compressed stream ends before its end marker.
   """
-  import bz2  # pylint: disable=g-import-not-at-top
-  import gzip  # pylint: disable=g-import-not-at-top
-  import lzma  # pylint: disable=g-import-not-at-top
   with open(path, 'rb') as f:
     magic = f.read(6)
   if magic.startswith(b'\x1f\x8b'):
