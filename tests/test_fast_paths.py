@@ -31,10 +31,10 @@ def test_relu_values_and_gradients_equal_flax_relu(dtype):
     np.testing.assert_array_equal(tangent(fast_paths.relu), tangent(nn.relu))
 
 
-def _tiny_cifar(shortcut, preact, fast):
+def _tiny_cifar(shortcut, preact, fast, se_ratio=0.0):
   return models.create_model(
       {'family': 'cifar', 'depth': 8, 'base_width': 4, 'shortcut': shortcut,
-       'preact': preact}, num_classes=3, cpu_fast_paths=fast)
+       'preact': preact, 'se_ratio': se_ratio}, num_classes=3, cpu_fast_paths=fast)
 
 
 def _loss_and_grads(model, variables, x, y):
@@ -45,10 +45,13 @@ def _loss_and_grads(model, variables, x, y):
   return jax.jit(jax.value_and_grad(loss))(variables['params'])
 
 
-@pytest.mark.parametrize('shortcut,preact', [('A', False), ('C', False), ('B', True)])
-def test_model_gradients_equal_with_and_without_fast_paths(shortcut, preact, fast_compile):
+@pytest.mark.parametrize('shortcut,preact,se_ratio', [
+    ('A', False, 0.0), ('C', False, 0.0), ('B', True, 0.0),
+    ('D', False, 0.25)])  # SE's inner activation is the fast relu too.
+def test_model_gradients_equal_with_and_without_fast_paths(shortcut, preact, se_ratio,
+                                                          fast_compile):
   del fast_compile
-  fast, plain = _tiny_cifar(shortcut, preact, True), _tiny_cifar(shortcut, preact, False)
+  fast, plain = (_tiny_cifar(shortcut, preact, f, se_ratio) for f in (True, False))
   # float64, where "equal to rounding" is sharp (float32 rounding differs with
   # fusion, and some of these gradients are zero up to rounding).
   with jax.enable_x64(True):

@@ -431,6 +431,220 @@ def test_batch_norm_averages_over_the_mesh_axis():
     model.apply(variables, x, train=True, mutable=['batch_stats'])
 
 
+# --- Squeeze-and-excitation, ResNet-RS, stochastic depth, dropout -------------------
+
+# timm 1.0.31 (experiments/pretrained_parity.py): 1000 classes, its own layout
+# (shortcut 'B'; 'D' for its avg_down models).
+TIMM_PARAMS = {
+    'seresnet18': 11_779_624,
+    'seresnet34': 21_960_416,
+    'seresnet50': 28_088_024,
+    'seresnet101': 49_326_872,
+    'seresnet152': 66_821_848,
+    'seresnext50_32x4d': 27_559_896,
+    'seresnext101_32x4d': 48_955_416,
+    'seresnext101_32x8d': 93_569_048,
+    'seresnext101_64x4d': 88_232_984,
+    'resnetrs50': 35_691_912,
+    'resnetrs101': 63_618_696,
+    'resnetrs152': 86_621_576,
+    'resnetrs200': 93_209_992,
+    'resnetrs270': 129_861_448,
+    'resnetrs350': 163_956_168,
+    'resnetrs420': 191_891_656,
+}
+# timm's resnetrs* `layers` (Bello et al. 2021, Table 7).
+RS_STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3),
+             270: (4, 29, 53, 4), 350: (4, 36, 72, 4), 420: (4, 44, 87, 4)}
+
+
+@pytest.mark.parametrize('name', sorted(TIMM_PARAMS))
+def test_se_and_rs_param_counts_equal_timm(name):
+  from resnet_jax.weights import mapping  # pylint: disable=g-import-not-at-top
+  config = {'name': name, 'shortcut': 'D' if name.startswith('resnetrs') else 'B'}
+  # mapping's trace is cached: test_weights' key tables reuse it.
+  shapes = mapping.variable_shapes(config, 1000)
+  assert sum(int(np.prod(s)) for p, s in shapes.items() if p[0] == 'params') == (
+      TIMM_PARAMS[name])
+
+
+def test_resnet_rs_stages_stem_and_se_are_timms():
+  for depth, stages in RS_STAGES.items():
+    spec = models.resolve_spec({'name': f'resnetrs{depth}', 'shortcut': 'D'})
+    assert (spec.stage_sizes, spec.block, spec.stem, spec.stem_width, spec.stem_pool,
+            spec.se_ratio) == (stages, 'bottleneck', 'deep', 64, 'conv', 0.25)
+  model = models.create_model({'name': 'resnetrs50', 'shortcut': 'D'}, num_classes=10)
+  shapes = _shapes(model, 64)
+  # timm: conv1 = 3x3/2 convs of 32, 32, 64; maxpool = a 3x3/2 conv, bn, relu.
+  assert [shapes[f'stem/conv{i}'][-1] for i in (1, 2, 3)] == [32, 32, 64]
+  assert shapes['stem/conv3'] == (1, 32, 32, 64)
+  assert shapes['stem/pool_conv'] == shapes['stem'] == (1, 16, 16, 64)
+  stem = _abstract(model, 64)['params']['stem']
+  assert stem['pool_conv']['kernel'].shape == (3, 3, 64, 64) and 'bias' not in stem['pool_conv']
+  assert set(stem['pool_norm']) == {'scale', 'bias'}
+  se = _abstract(model, 64)['params']['stage4']['block1']['se']
+  assert se['fc1']['kernel'].shape == (1, 1, 2048, 512) and se['fc1']['bias'].shape == (512,)
+  assert se['fc2']['kernel'].shape == (1, 1, 512, 2048) and se['fc2']['bias'].shape == (2048,)
+
+
+@pytest.mark.parametrize('channels,ratio,width', [
+    # timm's make_divisible(channels * ratio, 8, round_limit=0.), timm 1.0.31.
+    (64, 1 / 16, 8), (16, 1 / 16, 8), (100, 1 / 16, 8), (1000, 1 / 16, 64),
+    (256, 0.25, 64), (2048, 1 / 16, 128), (48, 0.25, 16), (188, 1 / 16, 8), (200, 0.3, 64)])
+def test_se_reduced_width_rounds_as_timm(channels, ratio, width):
+  assert blocks.make_divisible(channels * ratio) == width
+  se = blocks.SqueezeExcite(ratio, functools.partial(nn.Conv, use_bias=False))
+  shapes = jax.eval_shape(se.init, jax.random.key(0), jnp.zeros((1, 2, 2, channels)))
+  assert shapes['params']['fc1']['kernel'].shape == (1, 1, channels, width)
+
+
+def test_squeeze_excite_computes_timms_function():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 32))
+  se = blocks.SqueezeExcite(0.25, nn.Conv)
+  variables = se.init(jax.random.key(1), x)
+  p = jax.tree.map(np.asarray, variables['params'])
+  p['fc1']['bias'] = np.linspace(-1, 1, 8, dtype=np.float32)  # Biases used, not zero.
+  p['fc2']['bias'] = np.linspace(-2, 2, 32, dtype=np.float32)
+  squeezed = np.asarray(x).mean(axis=(1, 2))
+  hidden = np.maximum(squeezed @ p['fc1']['kernel'][0, 0] + p['fc1']['bias'], 0)
+  gate = 1 / (1 + np.exp(-(hidden @ p['fc2']['kernel'][0, 0] + p['fc2']['bias'])))
+  np.testing.assert_allclose(se.apply({'params': p}, x), np.asarray(x) * gate[:, None, None],
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_se_gates_the_residual_branch_before_the_addition():
+  """Gate 1/2 (fc2 zero, bias 0): a pre-activation block is x + branch / 2."""
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
+  conv = functools.partial(nn.Conv, use_bias=False)
+  norm = functools.partial(nn.BatchNorm, use_running_average=True)
+  make = lambda shortcut, se: blocks.BasicBlock(
+      16, conv=conv, norm=norm, shortcut=shortcut, preact=True,
+      se=functools.partial(blocks.SqueezeExcite, 1 / 16, conv) if se else None)
+  variables = make('A', True).init(jax.random.key(0), x)
+  params = dict(variables['params'])
+  params['se'] = {'fc1': params['se']['fc1'],
+                  'fc2': jax.tree.map(jnp.zeros_like, params['se']['fc2'])}
+  gated = make('A', True).apply({**variables, 'params': params}, x)
+  plain = {**variables, 'params': {k: v for k, v in params.items() if k != 'se'}}
+  branch = make('none', False).apply(plain, x)  # Pre-activation: no act at the end.
+  np.testing.assert_allclose(gated, x + branch / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_new_options_off_are_todays_model():
+  """se_ratio 0, stem_pool 'max', both rates 0 (the defaults) build today's modules.
+
+  Today's parameters are pinned by the counts above and the recorded PyTorch key
+  tables (test_weights); equal specs give equal modules, hence equal functions.
+  """
+  base = {'family': 'imagenet', 'depth': 18, 'shortcut': 'B'}
+  explicit = {**base, 'se_ratio': 0.0, 'stem_pool': 'max', 'drop_path_rate': 0.0,
+              'dropout_rate': 0.0}
+  assert models.create_model(base, num_classes=10) == models.create_model(
+      explicit, num_classes=10)
+  paths = _paths(_abstract(models.create_model(base, num_classes=10)))
+  assert not [p for p in paths if '/se/' in p or 'pool_' in p]
+
+
+# timm 1.0.31: create_model('resnet18', drop_path_rate=0.1), each block's drop_prob.
+TIMM_RESNET18_DROP_PATH = [0.0, 0.014285714285714287, 0.028571428571428574,
+                           0.042857142857142864, 0.05714285714285715, 0.07142857142857142,
+                           0.08571428571428573, 0.1]
+
+
+def test_drop_path_rates_rise_linearly_over_the_blocks_as_timm():
+  spec = models.resolve_spec({'name': 'resnet18', 'drop_path_rate': 0.1})
+  assert [r for stage in spec.drop_path_rates() for r in stage] == TIMM_RESNET18_DROP_PATH
+  spec = models.resolve_spec({'depth': 20, 'drop_path_rate': 0.2})  # 3 stages of 3.
+  assert [len(stage) for stage in spec.drop_path_rates()] == [3, 3, 3]
+  assert [r for stage in spec.drop_path_rates() for r in stage] == pytest.approx(
+      [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2])
+  # The first block (rate 0) has no drop path, as timm's; every other block has one.
+  shapes = _shapes(models.create_model({'depth': 20, 'drop_path_rate': 0.2},
+                                       num_classes=10), 32)
+  with_drop_path = sorted(k[:-len('/drop_path')] for k in shapes if k.endswith('/drop_path'))
+  assert with_drop_path == sorted(f'stage{s}/block{b}' for s in (1, 2, 3)
+                                  for b in (1, 2, 3) if (s, b) != (1, 1))
+
+
+def test_drop_path_masks_whole_examples_and_keeps_the_expected_value():
+  n, rate = 4096, 0.25
+  x = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=jnp.float32)[:, None, None, None],
+                       (n, 2, 2, 3))
+  drop = blocks.DropPath(rate, deterministic=False)
+  y = np.asarray(drop.apply({}, x, rngs={'dropout': jax.random.key(0)}))
+  kept = y[:, 0, 0, 0] != 0
+  # Per example: all of it kept (scaled by 1 / keep) or all of it zero.
+  np.testing.assert_allclose(y[kept], np.asarray(x)[kept] / (1 - rate), rtol=1e-6)
+  assert not y[~kept].any()
+  # Bernoulli(keep) per example: 4096 draws, 0.75 +- 0.007 (one standard deviation).
+  assert abs(kept.mean() - (1 - rate)) < 0.03
+  ones = np.asarray(drop.apply({}, jnp.ones((n, 1, 1, 1)), rngs={'dropout': jax.random.key(1)}))
+  assert abs(ones.mean() - 1.0) < 0.04  # The expected value is preserved.
+  other = np.asarray(drop.apply({}, x, rngs={'dropout': jax.random.key(2)}))
+  assert not np.array_equal(other != 0, y != 0)  # Masks come from the rng.
+  # Evaluation (and rate 0) is the identity, exactly.
+  np.testing.assert_array_equal(blocks.DropPath(rate).apply({}, x), x)
+  np.testing.assert_array_equal(
+      blocks.DropPath(0.0, deterministic=False).apply({}, x), x)
+
+
+def test_drop_path_in_a_block_leaves_the_shortcut_alone():
+  """A dropped example's block is its shortcut; a kept one's branch is scaled by 1 / keep."""
+  x = jax.random.normal(jax.random.key(1), (64, 4, 4, 8))
+  conv = functools.partial(nn.Conv, use_bias=False)
+  norm = functools.partial(nn.BatchNorm, use_running_average=True)
+  drop = functools.partial(blocks.DropPath, 0.5, deterministic=False)
+  make = lambda shortcut, d: blocks.BasicBlock(8, conv=conv, norm=norm, shortcut=shortcut,
+                                               preact=True, drop_path=d)
+  variables = make('A', drop).init(jax.random.key(0), x)
+  y = make('A', drop).apply(variables, x, rngs={'dropout': jax.random.key(3)})
+  branch = make('none', None).apply(variables, x)
+  dropped = np.all(np.isclose(y, x, atol=1e-6), axis=(1, 2, 3))
+  kept = np.all(np.isclose(y, x + 2 * branch, rtol=1e-5, atol=1e-5), axis=(1, 2, 3))
+  assert np.all(dropped ^ kept) and 10 < dropped.sum() < 54
+
+
+def test_head_dropout_on_the_pooled_features():
+  head = models.Head(16, blocks.Identity,
+                     dropout=functools.partial(nn.Dropout, 0.5, deterministic=False))
+  x = jnp.ones((256, 1, 1, 16))
+  identity = {'params': {'fc': {'kernel': jnp.eye(16), 'bias': jnp.zeros(16)}}}
+  y = np.asarray(head.apply(identity, x, rngs={'dropout': jax.random.key(2)}))
+  assert set(np.unique(y)) == {0.0, 2.0}  # Each feature dropped or scaled by 1 / keep.
+  assert abs((y == 0).mean() - 0.5) < 0.03
+
+
+def test_stochastic_model_is_deterministic_in_evaluation():
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+  base = {'depth': 8, 'base_width': 4, 'shortcut': 'B'}
+  plain = models.create_model(base, num_classes=10)
+  model = models.create_model({**base, 'drop_path_rate': 0.3, 'dropout_rate': 0.5},
+                              num_classes=10)
+  variables = _init(model, hw=8)
+  assert _paths(variables) == _paths(_abstract(plain, 8))  # No new parameters.
+  # Evaluation: today's function, bit for bit, and no rng needed.
+  evaluate = lambda m: jax.jit(lambda v, x: m.apply(v, x, train=False))(variables, x)
+  np.testing.assert_array_equal(evaluate(model), evaluate(plain))
+  train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, mutable=['batch_stats'],
+                                                 rngs={'dropout': k})[0])
+  with pytest.raises(flax.errors.InvalidRngError, match='dropout'):
+    jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']),
+                   variables, x)
+  first = train(variables, x, jax.random.key(5))
+  np.testing.assert_array_equal(first, train(variables, x, jax.random.key(5)))
+  assert not np.allclose(first, train(variables, x, jax.random.key(6)), atol=1e-4)
+
+
+def test_se_and_conv_stem_pool_in_half_precision():
+  model = models.create_model({'name': 'resnetrs50', 'shortcut': 'D', 'base_width': 8},
+                              num_classes=10, dtype='bfloat16')
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert logits.dtype == jnp.bfloat16
+
+
 # --- Errors and imports -------------------------------------------------------------
 
 
@@ -448,6 +662,12 @@ def test_batch_norm_averages_over_the_mesh_axis():
     ({'family': 'imagenet', 'depth': 50, 'block': 'basic'}, ['bottleneck']),
     ({'depth': 20, 'groups': 32}, ['bottleneck']),
     ({'depth': 20, 'norm': 'group'}, ['valid num_groups here: [1, 2, 4, 8, 16]']),
+    ({'se_ratio': 16}, ['se_ratio=16', '[0, 1]']),
+    ({'drop_path_rate': 1.0}, ['drop_path_rate=1.0', '[0, 1)']),
+    ({'dropout_rate': -0.1}, ['dropout_rate=-0.1', '[0, 1)']),
+    ({'drop_path_rate': 0.1, 'shortcut': 'none'}, ["'A', 'B', 'C', 'D'"]),
+    ({'stem_pool': 'avg'}, ["'max', 'conv'"]),
+    ({'stem_pool': 'conv'}, ["'imagenet', 'deep'"]),  # The cifar stem has no pool.
 ])
 def test_unsupported_configs_raise_config_error_naming_valid_choices(fields, needles):
   with pytest.raises(ConfigError) as info:

@@ -62,3 +62,22 @@ def test_an_unset_shape_field_parses_typed_from_the_command_line():
   assert 'trainable parameters: 853,018' in out.stdout  # CIFAR ResNet-56, option A.
   bad = summary('--config.model.depth=deep')
   assert bad.returncode == 2 and "invalid literal for int() with base 10: 'deep'" in bad.stderr
+
+
+def test_resnet_rs_and_its_options_from_the_config():
+  """The new fields are typed in the base config; a variant sets its shape fields."""
+  base = os.path.join(REPO, 'configs', 'base.py')
+  config = configlib.load(base, {'model.name': 'resnetrs50', 'model.shortcut': 'D',
+                                 'model.drop_path_rate': 0.1, 'model.dropout_rate': 0.25})
+  spec = models.resolve_spec(config.model)
+  assert (spec.label, spec.stem, spec.stem_pool, spec.se_ratio, spec.shortcut,
+          spec.drop_path_rate, spec.dropout_rate) == (
+              'resnetrs50', 'deep', 'conv', 0.25, 'D', 0.1, 0.25)
+  # Training regularisers are not shape: the variant keeps its name.
+  assert 'drop path 0.1, dropout 0.25' in spec.describe()
+  # A set shape field overrides the variant (and drops its name).
+  config.model.se_ratio = 0.0
+  spec = models.resolve_spec(config.model)
+  assert (spec.label, spec.se_ratio, spec.stem_pool) == ('imagenet-resnet50', 0.0, 'conv')
+  config = configlib.load(base, {'model.name': 'resnet50', 'model.se_ratio': 1 / 16})
+  assert models.resolve_spec(config.model).se_ratio == 0.0625

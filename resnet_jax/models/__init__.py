@@ -7,14 +7,19 @@
                                   mutable=['batch_stats'])
 
 Modules: `registry` (named variants, config -> ResNetSpec), `blocks` (residual
-blocks and shortcuts), `resnet` (stem, stages, head, create_model). No
-TensorFlow is imported.
+blocks, shortcuts, squeeze-and-excitation, stochastic depth), `resnet` (stem,
+stages, head, create_model). No TensorFlow is imported.
+
+With model.drop_path_rate or model.dropout_rate above 0, training needs a
+'dropout' rng: `model.apply(..., train=True, rngs={'dropout': key})`.
 """
 
 from resnet_jax.models.blocks import BasicBlock
 from resnet_jax.models.blocks import BottleneckBlock
+from resnet_jax.models.blocks import DropPath
 from resnet_jax.models.blocks import Identity
 from resnet_jax.models.blocks import Shortcut
+from resnet_jax.models.blocks import SqueezeExcite
 from resnet_jax.models.registry import MODEL_DEFAULTS
 from resnet_jax.models.registry import ResNetSpec
 from resnet_jax.models.registry import VARIANTS
@@ -27,7 +32,7 @@ from resnet_jax.models.resnet import canonical_dtype
 from resnet_jax.models.resnet import create_model
 
 __all__ = [
-    'BasicBlock', 'BottleneckBlock', 'Head', 'Identity', 'MODEL_DEFAULTS', 'ResNet',
-    'ResNetSpec', 'Shortcut', 'Stage', 'Stem', 'VARIANTS', 'canonical_dtype',
-    'create_model', 'resolve_spec',
+    'BasicBlock', 'BottleneckBlock', 'DropPath', 'Head', 'Identity', 'MODEL_DEFAULTS',
+    'ResNet', 'ResNetSpec', 'Shortcut', 'SqueezeExcite', 'Stage', 'Stem', 'VARIANTS',
+    'canonical_dtype', 'create_model', 'resolve_spec',
 ]

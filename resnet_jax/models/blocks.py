@@ -8,6 +8,13 @@ every ResNet variant:
   norm(name=..., [scale_init=...]) -> nn.BatchNorm/GroupNorm-like
   act(x) -> x
 
+and, optionally, what acts on the residual branch before the addition:
+
+  se(name=...) -> SqueezeExcite-like (channel gate on the branch)
+  drop_path(name=...) -> DropPath-like (stochastic depth)
+
+None (the default) leaves the branch as it is: no module, no parameter.
+
 Padding is always explicit and symmetric, as torchvision pads (k // 2 each
 side): XLA's 'SAME' pads a stride-2 3x3 conv by (0, 1), which would compute
 something else from the same weights.
@@ -16,6 +23,7 @@ something else from the same weights.
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ModuleDef = Any
@@ -33,6 +41,66 @@ class Identity(nn.Module):
   @nn.compact
   def __call__(self, x):
     return x
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+  """timm's make_divisible(value, divisor, round_limit=0.): `value` rounded half
+  up to a multiple of `divisor`, at least `divisor` (SEModule's reduced width)."""
+  return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+class SqueezeExcite(nn.Module):
+  """Squeeze-and-excitation (Hu et al. 2018), as timm's SEModule.
+
+  x * sigmoid(fc2(act(fc1(mean_hw(x))))): fc1 and fc2 are 1x1 convs with bias,
+  C -> make_divisible(C * ratio, divisor) -> C channels.
+
+  Attributes:
+    ratio: reduction ratio (timm's rd_ratio: 1/16 SE-ResNets, 0.25 ResNet-RS).
+    conv: conv constructor (called with use_bias=True).
+    act: activation between the two convs.
+    divisor: the reduced width is a multiple of this (timm's rd_divisor).
+  """
+  ratio: float
+  conv: ModuleDef
+  act: Callable = nn.relu
+  divisor: int = 8
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = self.conv(make_divisible(channels * self.ratio, self.divisor), (1, 1),
+                  padding=pad(1), use_bias=True, name='fc1')(s)
+    s = self.conv(channels, (1, 1), padding=pad(1), use_bias=True, name='fc2')(self.act(s))
+    return x * nn.sigmoid(s)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth on a residual branch (Huang et al. 2016), as timm's DropPath.
+
+  In training each example's branch is kept with probability 1 - rate and
+  then scaled by 1 / (1 - rate), so its expected value is unchanged, or else
+  zeroed; the per-example mask comes from the `rng_collection` rng. With
+  `deterministic` (evaluation) or rate 0 it is the identity.
+
+  Attributes:
+    rate: probability of dropping an example's branch, in [0, 1).
+    deterministic: evaluation mode.
+    rng_collection: the rng stream the masks come from.
+  """
+  rate: float
+  deterministic: bool = True
+  rng_collection: str = 'dropout'
+
+  @nn.compact
+  def __call__(self, x):
+    if self.deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng(self.rng_collection), keep, shape)
+    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
 def projects(kind: str, in_features: int, out_features: int, strides: int) -> bool:
@@ -102,6 +170,10 @@ class _Block(nn.Module):
     preact: pre-activation (v2): norm -> act -> conv, identity path untouched.
     zero_init_residual: the last norm of the residual branch starts with scale
       0, so the block starts as its shortcut.
+    se: squeeze-and-excitation constructor applied to the branch's output, or
+      None.
+    drop_path: stochastic-depth constructor applied to the branch's output
+      (after `se`), or None.
   """
   features: int
   conv: ModuleDef
@@ -111,6 +183,8 @@ class _Block(nn.Module):
   shortcut: str = 'B'
   preact: bool = False
   zero_init_residual: bool = False
+  se: ModuleDef | None = None
+  drop_path: ModuleDef | None = None
 
   def _last_norm(self, name: str):
     if self.zero_init_residual:
@@ -125,7 +199,12 @@ class _Block(nn.Module):
     return x
 
   def _merge(self, x, pre, y, out_features):
-    """Adds the shortcut and applies the post-activation (v1 only)."""
+    """Ends the branch (SE, drop path: timm's order), adds the shortcut and
+    applies the post-activation (v1 only)."""
+    if self.se is not None:
+      y = self.se(name='se')(y)
+    if self.drop_path is not None:
+      y = self.drop_path(name='drop_path')(y)
     if self.shortcut != 'none':
       s = Shortcut(out_features, self.strides, self.shortcut, self.conv, self.norm,
                    name='shortcut')(self._shortcut_input(x, pre, out_features))

@@ -19,10 +19,13 @@ never a silent one. Without a name, the fields alone describe the network.
 
 The shortcut option, the bottleneck stride and the norm are never part of a
 variant: they are ablation axes and always come from the config. torchvision's
-`resnet50` is `name='resnet50', shortcut='B'` (as configs/imagenet_base.py sets).
+`resnet50` is `name='resnet50', shortcut='B'` (as configs/imagenet_base.py sets);
+timm's ResNet-RS-50 is `name='resnetrs50', shortcut='D'`. Nor are the training
+regularisers (drop_path_rate, dropout_rate): they change no parameter.
 """
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 from resnet_jax.errors import ConfigError
@@ -70,6 +73,18 @@ MODEL_FIELDS: dict[str, Field] = {
     'width_multiplier': Field(None, int,
                               'Shape. Wide-ResNet factor on the bottleneck\'s inner width '
                               '(2 for wide_resnet50_2) or a basic block\'s width. Unset: 1.'),
+    'se_ratio': Field(None, float,
+                      'Shape. Squeeze-and-excitation on every residual branch, before '
+                      "the addition (Hu et al. 2018, as timm's SEModule): global "
+                      'average, 1x1 conv to C * se_ratio channels (rounded to a multiple '
+                      'of 8, at least 8), ReLU, 1x1 conv back to C, sigmoid gate; C is '
+                      "the block's output width. 0 = off; 1/16 for seresnet*, 0.25 for "
+                      "ResNet-RS. Unset: the variant's, else 0."),
+    'stem_pool': Field(None, str,
+                       "Shape. The stem's last downsampling (imagenet and deep stems): "
+                       "'max' (3x3/2 max-pool) or 'conv' (3x3/2 conv + norm + act; "
+                       "ResNet-RS, timm's replace_stem_pool). Unset: the variant's, else "
+                       "'max'."),
     'groups': Field(None, int,
                     'Shape. Groups of the bottleneck\'s 3x3 conv (ResNeXt cardinality). '
                     'Unset: 1.'),
@@ -91,6 +106,17 @@ MODEL_FIELDS: dict[str, Field] = {
     'zero_init_residual': Field(False, bool,
                                 'Zero-init the last norm scale in each residual branch '
                                 '(Goyal et al. 2017).'),
+    'drop_path_rate': Field(0.0, float,
+                            'Stochastic depth (Huang et al. 2016) in training: each '
+                            "example's residual branch is dropped with a probability "
+                            'rising linearly over the blocks, block i of N: '
+                            'drop_path_rate * i / (N - 1) (timm; the first block never), '
+                            'and a kept branch is scaled by 1 / (1 - p). Draws from the '
+                            "'dropout' rng. 0 = off."),
+    'dropout_rate': Field(0.0, float,
+                          "Dropout on the pooled features before the classifier in "
+                          "training (timm's drop_rate). Draws from the 'dropout' rng. "
+                          '0 = off.'),
     'bn_group_size': Field(0, int,
                            'BatchNorm statistics in training over groups of this many '
                            'devices ("ghost" / per-GPU BatchNorm, Goyal et al. 2017: 32 '
@@ -106,7 +132,8 @@ MODEL_DEFAULTS: dict[str, Any] = {k: f.default for k, f in MODEL_FIELDS.items()}
 # the family: _DEFAULT_DEPTH).
 SHAPE_DEFAULTS: dict[str, Any] = {
     'family': 'cifar', 'block': 'auto', 'preact': False, 'stem': 'auto', 'base_width': 0,
-    'width_multiplier': 1, 'groups': 1, 'width_per_group': 64,
+    'width_multiplier': 1, 'se_ratio': 0.0, 'stem_pool': 'max', 'groups': 1,
+    'width_per_group': 64,
 }
 VARIANT_FIELDS = ('family', 'depth', *[k for k in SHAPE_DEFAULTS if k != 'family'])
 _DEFAULT_DEPTH = {'cifar': 20, 'imagenet': 50}
@@ -117,6 +144,7 @@ BLOCKS = ('auto', 'basic', 'bottleneck')
 STEMS = ('auto', 'imagenet', 'deep', 'cifar')
 NORMS = ('batch', 'group', 'none')
 BOTTLENECK_STRIDES = ('v1.5', 'v1')
+STEM_POOLS = ('max', 'conv')
 
 # ImageNet depths: (block kind, blocks per stage), He et al. 2015 Table 1;
 # 200 from He et al. 2016 ("Identity Mappings").
@@ -127,7 +155,15 @@ IMAGENET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
     101: ('bottleneck', (3, 4, 23, 3)),
     152: ('bottleneck', (3, 8, 36, 3)),
     200: ('bottleneck', (3, 24, 36, 3)),
+    # Bello et al. 2021 (ResNet-RS), Table 7, as timm's resnetrs270/350/420.
+    270: ('bottleneck', (4, 29, 53, 4)),
+    350: ('bottleneck', (4, 36, 72, 4)),
+    420: ('bottleneck', (4, 44, 87, 4)),
 }
+# The depths of He et al. (the torchvision family and its pre-activation twins).
+HE_DEPTHS = (18, 34, 50, 101, 152, 200)
+# ResNet-RS's published depths (Bello et al. 2021); 50-200 share He et al.'s stages.
+RS_DEPTHS = (50, 101, 152, 200, 270, 350, 420)
 
 # Layers per block: a CIFAR net is 3 stages of n blocks plus stem conv and head,
 # so depth = 3 * n * LAYERS + 2 (6n+2 basic, 9n+2 bottleneck).
@@ -147,14 +183,26 @@ def _cifar(depth: int, **fields) -> dict[str, Any]:
 # Named variants: model.name -> shape fields (see the module docstring).
 VARIANTS: dict[str, dict[str, Any]] = {
     # torchvision's ImageNet family (use shortcut='B' for its exact weights).
-    **{f'resnet{d}': _imagenet(d) for d in IMAGENET_DEPTHS},
+    **{f'resnet{d}': _imagenet(d) for d in HE_DEPTHS},
     'wide_resnet50_2': _imagenet(50, width_multiplier=2),
     'wide_resnet101_2': _imagenet(101, width_multiplier=2),
     'resnext50_32x4d': _imagenet(50, groups=32, width_per_group=4),
     'resnext101_32x8d': _imagenet(101, groups=32, width_per_group=8),
     'resnext101_64x4d': _imagenet(101, groups=64, width_per_group=4),
     # He et al. 2016 pre-activation ResNets on ImageNet.
-    **{f'preact_resnet{d}': _imagenet(d, preact=True) for d in IMAGENET_DEPTHS},
+    **{f'preact_resnet{d}': _imagenet(d, preact=True) for d in HE_DEPTHS},
+    # SE-ResNets and SE-ResNeXts (Hu et al. 2018) as timm builds them: SE 1/16
+    # on the torchvision layout (shortcut='B' for timm's weights).
+    **{f'seresnet{d}': _imagenet(d, se_ratio=1 / 16) for d in (18, 34, 50, 101, 152)},
+    'seresnext50_32x4d': _imagenet(50, groups=32, width_per_group=4, se_ratio=1 / 16),
+    'seresnext101_32x4d': _imagenet(101, groups=32, width_per_group=4, se_ratio=1 / 16),
+    'seresnext101_32x8d': _imagenet(101, groups=32, width_per_group=8, se_ratio=1 / 16),
+    'seresnext101_64x4d': _imagenet(101, groups=64, width_per_group=4, se_ratio=1 / 16),
+    # ResNet-RS (Bello et al. 2021) as timm's resnetrs*: the deep stem (32, 32,
+    # 64 channels), a stride-2 conv in place of its max-pool, SE 0.25 (use
+    # shortcut='D', timm's avg_down, for its weights).
+    **{f'resnetrs{d}': _imagenet(d, stem='deep', stem_pool='conv', se_ratio=0.25)
+       for d in RS_DEPTHS},
     # He et al. 2015 section 4.2: CIFAR ResNet-(6n+2).
     **{f'cifar_resnet{d}': _cifar(d) for d in (20, 32, 44, 56, 110, 1202)},
     # He et al. 2016: pre-activation CIFAR nets (164 and 1001 use bottlenecks).
@@ -189,6 +237,10 @@ class ResNetSpec:
     num_groups: GroupNorm groups.
     bn_momentum: BatchNorm running-average momentum.
     zero_init_residual: zero-init the last norm scale of each residual branch.
+    se_ratio: squeeze-and-excitation reduction ratio (0: no SE).
+    stem_pool: 'max' or 'conv' (imagenet and deep stems).
+    drop_path_rate: stochastic depth rate of the last block (training only).
+    dropout_rate: dropout before the classifier (training only).
   """
   name: str
   family: str
@@ -208,6 +260,10 @@ class ResNetSpec:
   num_groups: int
   bn_momentum: float
   zero_init_residual: bool
+  se_ratio: float = 0.0
+  stem_pool: str = 'max'
+  drop_path_rate: float = 0.0
+  dropout_rate: float = 0.0
 
   @property
   def label(self) -> str:
@@ -228,6 +284,17 @@ class ResNetSpec:
     """Width of a bottleneck's 3x3 conv, as torchvision computes it."""
     return int(planes * self.width_per_group * self.width_multiplier / 64) * self.groups
 
+  def drop_path_rates(self) -> tuple[tuple[float, ...], ...]:
+    """Per stage, each block's drop-path probability: timm's linear rule,
+    drop_path_rate * i / (N - 1) for block i of N over the whole network."""
+    total = sum(self.stage_sizes)
+    out, i = [], 0
+    for size in self.stage_sizes:
+      out.append(tuple(self.drop_path_rate * (i + j) / (total - 1) if total > 1 else 0.0
+                       for j in range(size)))
+      i += size
+    return tuple(out)
+
   def describe(self) -> str:
     """One line naming the architecture, e.g. for logs and the summary."""
     stages = ','.join(map(str, self.stage_sizes))
@@ -241,6 +308,14 @@ class ResNetSpec:
       extra.append(f'{self.groups}x{self.width_per_group}d groups')
     if self.width_multiplier != 1:
       extra.append(f'width x{self.width_multiplier}')
+    if self.se_ratio:
+      extra.append(f'SE {self.se_ratio:g}')
+    if self.stem_pool != 'max':
+      extra.append(f'{self.stem_pool} stem pool')
+    if self.drop_path_rate:
+      extra.append(f'drop path {self.drop_path_rate:g}')
+    if self.dropout_rate:
+      extra.append(f'dropout {self.dropout_rate:g}')
     return (f'{self.label}: {self.block} [{stages}], widths {list(self.stage_out_widths)}, '
             f'{kind}, {self.stem} stem, {self.norm} norm'
             + ''.join(f', {e}' for e in extra))
@@ -260,6 +335,17 @@ def _int(field: str, value: Any, minimum: int) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ConfigError(f'model.{field}={value!r} must be an integer >= {minimum}')
   return value
+
+
+def _rate(field: str, value: Any, *, maximum: float, closed: bool) -> float:
+  """A probability-like number in [0, maximum] (closed) or [0, maximum)."""
+  inside = (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0.0 <= value
+            and (value <= maximum if closed else value < maximum))
+  if not inside:
+    bound = f'[0, {maximum:g}]' if closed else f'[0, {maximum:g})'
+    raise ConfigError(f'model.{field}={value!r} must be a number in {bound}')
+  return float(value)
 
 
 def _as_dict(model_config: Any) -> dict[str, Any]:
@@ -351,6 +437,11 @@ def resolve_spec(model_config: Any) -> ResNetSpec:
   norm = _choice('norm', f['norm'], NORMS)
   bottleneck_stride = _choice('bottleneck_stride', f['bottleneck_stride'],
                               BOTTLENECK_STRIDES)
+  stem_pool = _choice('stem_pool', f['stem_pool'], STEM_POOLS)
+  # A ratio above 1 is almost surely the reduction factor (16) meant as 1/16.
+  se_ratio = _rate('se_ratio', f['se_ratio'], maximum=1.0, closed=True)
+  drop_path_rate = _rate('drop_path_rate', f['drop_path_rate'], maximum=1.0, closed=False)
+  dropout_rate = _rate('dropout_rate', f['dropout_rate'], maximum=1.0, closed=False)
   base_width = _int('base_width', f['base_width'], 0)
   width_multiplier = _int('width_multiplier', f['width_multiplier'], 1)
   groups = _int('groups', f['groups'], 1)
@@ -378,10 +469,17 @@ def resolve_spec(model_config: Any) -> ResNetSpec:
   if f['zero_init_residual'] and norm == 'none':
     raise ConfigError("model.zero_init_residual needs a norm layer to zero; valid "
                       "norms with it: 'batch', 'group'")
+  if drop_path_rate and shortcut == 'none':
+    raise ConfigError(f'model.drop_path_rate={drop_path_rate:g} drops residual branches, '
+                      "but shortcut='none' has no identity path to keep; valid "
+                      "shortcuts with it: 'A', 'B', 'C', 'D'")
 
   base_width = base_width or _DEFAULT_BASE_WIDTH[family]
   if stem == 'auto':
     stem = 'imagenet' if family == 'imagenet' else 'cifar'
+  if stem == 'cifar' and stem_pool != 'max':
+    raise ConfigError(f"model.stem_pool={stem_pool!r}: the cifar stem does not "
+                      "downsample; valid stems with it: 'imagenet', 'deep'")
   if stem == 'deep' and base_width < 2:
     raise ConfigError(f'model.base_width={base_width} is too narrow for the deep stem '
                       '(its first convs have base_width // 2 channels)')
@@ -397,7 +495,8 @@ def resolve_spec(model_config: Any) -> ResNetSpec:
       bottleneck_stride=bottleneck_stride, groups=groups,
       width_per_group=width_per_group, width_multiplier=width_multiplier,
       norm=norm, num_groups=num_groups, bn_momentum=float(momentum),
-      zero_init_residual=f['zero_init_residual'])
+      zero_init_residual=f['zero_init_residual'], se_ratio=se_ratio, stem_pool=stem_pool,
+      drop_path_rate=drop_path_rate, dropout_rate=dropout_rate)
   if block == 'bottleneck':
     for p in planes:
       if spec.inner_width(p) < 1:
@@ -410,7 +509,7 @@ def resolve_spec(model_config: Any) -> ResNetSpec:
 
 def normalized_widths(spec: ResNetSpec) -> set[int]:
   """Channel counts of every norm layer in the network."""
-  widths = {spec.stem_width}
+  widths = {spec.stem_width}  # Also the stem's conv pool (stem_pool='conv').
   if spec.stem == 'deep':
     widths.add(spec.stem_width // 2)
   widths.update(spec.stage_out_widths)

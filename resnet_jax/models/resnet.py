@@ -5,8 +5,13 @@ only turns the spec into layers. Parameters are grouped by part, which the
 summary uses to report each part separately:
 
   params['stem'], params['stage1'] ... params['stageN'], params['head']
-  stage k holds 'block1'...; a block holds conv1.., norm1.., and 'shortcut'
-  (conv, norm) when it projects.
+  stage k holds 'block1'...; a block holds conv1.., norm1.., 'se' (fc1, fc2)
+  with squeeze-and-excitation, and 'shortcut' (conv, norm) when it projects;
+  the stem holds 'pool_conv', 'pool_norm' with stem_pool='conv'.
+
+Stochastic depth and dropout draw from the 'dropout' rng collection in
+training only: `model.apply(..., train=True, rngs={'dropout': key})`. With
+both rates 0 (the default) no such module exists and no rng is needed.
 """
 
 import functools
@@ -52,12 +57,15 @@ class Stem(nn.Module):
     each (ResNet-C, He et al. 2019), then the same max-pool.
   cifar: 3x3 conv, norm, act (pre-activation: the conv alone, the first block
     normalises).
+  With pool='conv' (imagenet, deep) a 3x3/2 conv + norm + act replaces the
+  max-pool (ResNet-RS; timm's replace_stem_pool).
 
   Attributes:
     kind: 'imagenet', 'deep' or 'cifar'.
     features: output channels.
     conv, norm, act: layer constructors.
     preact: pre-activation network.
+    pool: 'max' or 'conv' (imagenet and deep stems).
   """
   kind: str
   features: int
@@ -65,6 +73,7 @@ class Stem(nn.Module):
   norm: ModuleDef
   act: Callable = nn.relu
   preact: bool = False
+  pool: str = 'max'
 
   @nn.compact
   def __call__(self, x):
@@ -86,6 +95,10 @@ class Stem(nn.Module):
         x = self.act(self.norm(name=f'norm{i}')(x))
     else:
       raise ValueError(f'unknown stem {self.kind!r}')
+    if self.pool == 'conv':
+      x = self.conv(self.features, (3, 3), strides=(2, 2), padding=blocks.pad(3),
+                    name='pool_conv')(x)
+      return self.act(self.norm(name='pool_norm')(x))
     # nn.max_pool pads with -inf, like torch.nn.MaxPool2d(3, 2, padding=1).
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding=blocks.pad(3))
 
@@ -97,38 +110,52 @@ class Stage(nn.Module):
     block: block constructor with everything but `strides` fixed.
     num_blocks: blocks in the stage.
     strides: stride of the first block.
+    drop_path: stochastic-depth constructor taking `rate` (blocks.DropPath),
+      given to the blocks whose rate is above 0; None: no stochastic depth.
+    drop_path_rates: each block's rate (ResNetSpec.drop_path_rates).
   """
   block: ModuleDef
   num_blocks: int
   strides: int = 1
+  drop_path: ModuleDef | None = None
+  drop_path_rates: tuple[float, ...] = ()
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.num_blocks):
-      x = self.block(strides=self.strides if i == 0 else 1, name=f'block{i + 1}')(x)
+      extra = {}
+      if self.drop_path is not None and self.drop_path_rates[i] > 0:
+        extra['drop_path'] = functools.partial(self.drop_path, rate=self.drop_path_rates[i])
+      x = self.block(strides=self.strides if i == 0 else 1, name=f'block{i + 1}',
+                     **extra)(x)
     return x
 
 
 class Head(nn.Module):
-  """(Pre-activation: final norm + act,) global average pool, Dense -> logits.
+  """(Pre-activation: final norm + act,) global average pool, (dropout,) Dense -> logits.
 
   Attributes:
     num_classes: outputs of the classifier.
     norm, act: layer constructors (used for pre-activation networks).
     preact: apply the final norm + act (v2 blocks end with a conv).
     dtype: compute dtype of the classifier.
+    dropout: dropout constructor (nn.Dropout-like) on the pooled features, or
+      None.
   """
   num_classes: int
   norm: ModuleDef
   act: Callable = nn.relu
   preact: bool = False
   dtype: Any = jnp.float32
+  dropout: ModuleDef | None = None
 
   @nn.compact
   def __call__(self, x):
     if self.preact:
       x = self.act(self.norm(name='norm')(x))
     x = jnp.mean(x, axis=(1, 2))  # jnp.mean accumulates bf16/f16 in float32.
+    if self.dropout is not None:
+      x = self.dropout(name='dropout')(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
                     name='fc')(x)
 
@@ -174,7 +201,8 @@ class ResNet(nn.Module):
     """The network's parts in order: ('stem', ...), ('stage1', ...), ('head', ...).
 
     Args:
-      train: BatchNorm mode (batch statistics vs running averages).
+      train: BatchNorm mode (batch statistics vs running averages); stochastic
+        depth and dropout act only in training.
       detached: build standalone modules (no parent) that can be `apply`d on
         their own with `variables[...][name]`, e.g. to measure one stage.
         Inside this module's own __call__ they are children (detached=False).
@@ -184,26 +212,44 @@ class ResNet(nn.Module):
     act = fast_paths.relu if fast_paths.enabled(self.cpu_fast_paths) else nn.relu
     kw = {'parent': None} if detached else {}
     common = dict(conv=conv, norm=norm, act=act, preact=spec.preact)
-    out = [('stem', Stem(spec.stem, spec.stem_width, **common, name='stem', **kw))]
+    out = [('stem', Stem(spec.stem, spec.stem_width, **common, pool=spec.stem_pool,
+                         name='stem', **kw))]
     if spec.block == 'basic':
       block_cls = blocks.BasicBlock
     else:
       block_cls = functools.partial(blocks.BottleneckBlock, groups=spec.groups,
                                     stride_on=spec.bottleneck_stride)
+    if spec.se_ratio:
+      block_cls = functools.partial(
+          block_cls, se=functools.partial(blocks.SqueezeExcite, spec.se_ratio, conv, act))
+    stochastic = {}
+    if spec.drop_path_rate:
+      stochastic['drop_path'] = functools.partial(blocks.DropPath, deterministic=not train)
+    rates = spec.drop_path_rates()
     for i, (size, planes) in enumerate(zip(spec.stage_sizes, spec.stage_widths)):
       extra = {'inner_features': spec.inner_width(planes)} if spec.block == 'bottleneck' else {}
       block = functools.partial(
           block_cls, planes, **common, shortcut=spec.shortcut,
           zero_init_residual=spec.zero_init_residual, **extra)
       name = f'stage{i + 1}'
-      out.append((name, Stage(block, size, strides=1 if i == 0 else 2, name=name, **kw)))
+      if stochastic:
+        stochastic['drop_path_rates'] = rates[i]
+      out.append((name, Stage(block, size, strides=1 if i == 0 else 2, **stochastic,
+                              name=name, **kw)))
+    dropout = None
+    if spec.dropout_rate:
+      dropout = functools.partial(nn.Dropout, spec.dropout_rate, deterministic=not train)
     out.append(('head', Head(self.num_classes, norm, act, spec.preact, self.dtype,
-                             name='head', **kw)))
+                             dropout=dropout, name='head', **kw)))
     return out
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    """Logits [N, num_classes] (compute dtype) for NHWC images x."""
+    """Logits [N, num_classes] (compute dtype) for NHWC images x.
+
+    With drop_path_rate or dropout_rate above 0, `train=True` needs a
+    'dropout' rng: `apply(..., rngs={'dropout': key})`.
+    """
     x = jnp.asarray(x, self.dtype)
     for _, part in self.parts(train):
       x = part(x)
@@ -232,7 +278,8 @@ def create_model(model_config: Any, *, num_classes: int, dtype: Any = jnp.float3
   Raises:
     ConfigError: invalid config values or combinations, num_classes or dtype.
   """
-  spec = resolve_spec(model_config)
+  spec = model_config if isinstance(model_config, ResNetSpec) else resolve_spec(
+      model_config)
   if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or (
       num_classes < 1):
     raise ConfigError(f'num_classes={num_classes!r} must be a positive integer')

@@ -13,7 +13,10 @@ Naming (torchvision and timm; `S`, `B` count from 1 here, PyTorch's index from 0
     stem/conv1, stem/norm1                 conv1, bn1                (7x7 stem)
     stem/conv1..3, stem/norm1..3           conv1.0, conv1.1, conv1.3, conv1.4,
                                            conv1.6, bn1              (timm deep stem)
+    stem/pool_conv, pool_norm              maxpool.0, maxpool.1      (timm
+                                                                      replace_stem_pool)
     stageS/blockB/convK, normK             layerS.(B-1).convK, bnK
+    stageS/blockB/se/fc1, fc2              layerS.(B-1).se.fc1, .fc2 (timm SEModule)
     stageS/blockB/shortcut/conv, norm      ...downsample.0, .1       (shortcut B)
                                            ...downsample.1, .2       (timm avg_down,
                                                                       shortcut D: .0 is
@@ -25,8 +28,8 @@ implementation in experiments/torch_parity.py: conv1, norm1 (stem),
 blocks.stageS__blockB.{conv1, norm1, conv2, norm2, sc_conv, sc_norm}, fc.
 
 Leaves: conv `kernel` (H, W, in, out) <-> `weight` (out, in, H, W); Dense
-`kernel` (in, out) <-> `weight` (out, in); norm `scale`/`bias` <-> `weight`/
-`bias`; BatchNorm `batch_stats` `mean`/`var` <-> buffers `running_mean`/
+`kernel` (in, out) <-> `weight` (out, in); conv and norm `bias` <-> `bias`;
+norm `scale` <-> `weight`; BatchNorm `batch_stats` `mean`/`var` <-> buffers `running_mean`/
 `running_var`. Every value is copied bit for bit (transposes only).
 
 `num_batches_tracked` (BatchNorm's update counter) is ignored on import: our
@@ -56,6 +59,7 @@ MAX_LISTED = 12
 _B = {'shortcut': 'B'}
 _D = {'stem': 'deep', 'shortcut': 'D'}  # timm stem_type='deep', avg_down=True.
 _C = {'stem': 'deep', 'shortcut': 'B'}  # timm stem_type='deep' (ResNet-C alone).
+_SE = {'se_ratio': 1 / 16}  # timm attn_layer='se': SEModule's default rd_ratio.
 
 
 def _imagenet(depth: int, **fields) -> dict[str, Any]:
@@ -92,6 +96,20 @@ TIMM: dict[str, dict[str, Any]] = {
     'resnext101_64x4d': {'name': 'resnext101_64x4d', **_B},
     # norm_layer='groupnorm': GroupNorm(32 groups, eps 1e-5) everywhere.
     'resnet50_gn': {'name': 'resnet50', **_B, 'norm': 'group', 'num_groups': 32},
+    # block_args=dict(attn_layer='se'): SE (rd_ratio 1/16) in every block.
+    **{f'seresnet{d}': {'name': f'seresnet{d}', **_B} for d in (18, 34, 50, 101, 152)},
+    # ... with stem_width=32, stem_type='deep', avg_down=True.
+    'seresnet152d': {'name': 'seresnet152', **_D},
+    'seresnet200d': _imagenet(200, **_SE, **_D),
+    'seresnext50_32x4d': {'name': 'seresnext50_32x4d', **_B},
+    'seresnext101_32x4d': {'name': 'seresnext101_32x4d', **_B},
+    'seresnext101_32x8d': {'name': 'seresnext101_32x8d', **_B},
+    'seresnext101d_32x8d': {'name': 'seresnext101_32x8d', **_D},
+    'seresnext101_64x4d': {'name': 'seresnext101_64x4d', **_B},
+    # stem_width=32, stem_type='deep', replace_stem_pool=True, avg_down=True,
+    # SE with rd_ratio=0.25.
+    **{f'resnetrs{d}': {'name': f'resnetrs{d}', 'shortcut': 'D'}
+       for d in models.registry.RS_DEPTHS},
 }
 
 ARCHS: dict[str, dict[str, dict[str, Any]]] = {'torchvision': TORCHVISION, 'timm': TIMM}
@@ -176,6 +194,10 @@ _PART = re.compile(r'([a-z_]+)(\d*)$')
 _KIND_RANK = {'conv': 0, 'norm': 1}
 _TOP_RANK = {'stem': 0, 'head': 2}
 _LEAF_RANK = {'kernel': 0, 'scale': 0, 'bias': 1, 'mean': 2, 'var': 3}
+# Modules PyTorch registers after a block's (or stem's) own convs and norms, in
+# this order: SE, then the shortcut (timm's `se` before `downsample`); the
+# stem's conv pool after its convs and bn1 (timm's `maxpool`).
+_AFTER_RANK = {'se': 1, 'shortcut': 2, 'pool': 1}
 
 
 def _forward_order(path: tuple[str, ...]) -> tuple:
@@ -183,11 +205,12 @@ def _forward_order(path: tuple[str, ...]) -> tuple:
   collection, top, *middle, leaf = path
   key = [_TOP_RANK.get(top, 1), int(top[5:]) if top.startswith('stage') else 0]
   for part in middle:
-    if part == 'shortcut':
-      key.append((1, 0, 0))  # After the block's own convs and norms.
+    if part in _AFTER_RANK:
+      key.append((_AFTER_RANK[part], 0, 0))
       continue
-    kind, index = _PART.match(part).groups()
-    key.append((0, int(index or 0), _KIND_RANK.get(kind, 2)))
+    group, _, name = part.rpartition('_')  # 'pool_conv' -> 'pool', 'conv'.
+    kind, index = _PART.match(name).groups()
+    key.append((_AFTER_RANK.get(group, 0), int(index or 0), _KIND_RANK.get(kind, 2)))
   return (*key, _LEAF_RANK[leaf], collection)
 
 
@@ -212,6 +235,9 @@ def _module_name(module: tuple[str, ...], spec: models.ResNetSpec, source: str) 
     name = 'sc_' + rest[1] if rest[0] == 'shortcut' else rest[0]
     return f'blocks.{stage}__{block}.{name}'
   if module[0] == 'stem':
+    if module[1].startswith('pool_'):
+      # timm's replace_stem_pool: Sequential(conv, bn, act) named maxpool.
+      return f'maxpool.{int(module[1] == "pool_norm")}'
     kind, k = module[1][:-1], int(module[1][-1])
     if spec.stem == 'imagenet':
       return 'conv1' if kind == 'conv' else 'bn1'
@@ -228,6 +254,8 @@ def _module_name(module: tuple[str, ...], spec: models.ResNetSpec, source: str) 
     # width changes), so the conv and norm are .1 and .2 there.
     first = 1 if spec.shortcut == 'D' else 0
     return f'{prefix}.downsample.{first + (rest[1] == "norm")}'
+  if rest[0] == 'se':
+    return f'{prefix}.se.{rest[1]}'  # fc1, fc2
   kind, k = rest[0][:-1], rest[0][-1]
   return f'{prefix}.{"conv" if kind == "conv" else "bn"}{k}'
 
@@ -484,8 +512,9 @@ def _shape_of(spec: models.ResNetSpec) -> tuple:
   inner = tuple(spec.inner_width(p) for p in spec.stage_widths) if (
       spec.block == 'bottleneck') else ()
   return (spec.family, spec.block, spec.stage_sizes, spec.stage_widths, inner,
-          spec.stem, spec.stem_width, spec.shortcut, spec.preact, spec.bottleneck_stride,
-          spec.groups, spec.norm, spec.num_groups if spec.norm == 'group' else 0)
+          spec.stem, spec.stem_width, spec.stem_pool, spec.shortcut, spec.preact,
+          spec.bottleneck_stride, spec.groups, spec.norm,
+          spec.num_groups if spec.norm == 'group' else 0, spec.se_ratio)
 
 
 def find_arch(model_config_: Any, source: str) -> str:
@@ -499,7 +528,8 @@ def find_arch(model_config_: Any, source: str) -> str:
   if source == 'torch_cifar':
     if spec.family == 'cifar' and spec.block == 'basic' and not spec.preact and (
         spec.stem == 'cifar' and spec.norm == 'batch' and spec.stem_width == 16
-        and spec.width_multiplier == 1 and spec.shortcut in CIFAR_SHORTCUTS):
+        and spec.width_multiplier == 1 and spec.shortcut in CIFAR_SHORTCUTS
+        and not spec.se_ratio):
       return f'cifar_resnet{spec.depth}'
   else:
     for arch in ARCHS[source]:
