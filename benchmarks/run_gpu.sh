@@ -2,12 +2,13 @@
 # One GPU window, one command: the throughput matrix, then the paper's CIFAR
 # ResNet-20 recipe on real data, all within a global deadline.
 #
-# Here (a machine with ml_collections, e.g. this project's venv), once:
-#   benchmarks/run_gpu.sh prepare          # ml_collections + PyYAML -> benchmarks/.deps; sizes
-# On the GPU machine (jax, no TensorFlow, no ml_collections), from the repository root:
+# Here (a machine with ml_collections and grain, e.g. this project's venv), once:
+#   benchmarks/run_gpu.sh prepare          # ml_collections, PyYAML, grain -> benchmarks/.deps
+# On the GPU machine (jax, no TensorFlow, ml_collections or grain), from the repository root:
 #   benchmarks/run_gpu.sh all OUTDIR       # everything below, <= DEADLINE_S (540) s in all
 #   benchmarks/run_gpu.sh env OUTDIR       # device and versions only
 #   benchmarks/run_gpu.sh train OUTDIR     # only the CIFAR run (resumes OUTDIR/c20_paper)
+#   benchmarks/run_gpu.sh pipeline OUTDIR  # only the host input pipeline
 #   benchmarks/run_gpu.sh table OUTDIR     # OUTDIR/results.md from OUTDIR/results.jsonl
 #   benchmarks/run_gpu.sh smoke OUTDIR     # seconds, any machine: a bench row and a bad-flag row
 #
@@ -19,8 +20,11 @@
 #      (images/s, MFU, compile time; python -m resnet_jax.benchmark).
 #   3. paper_f32, paper_bf16: the CIFAR ResNet-20 paper recipe's step with
 #      on-device augmentation, and its 64k-step estimate.
+#   3b. pipeline: the host input pipeline on the machine's cores (ImageNet-style
+#      training input, images/s by worker count, beside PyTorch's DataLoader +
+#      torchvision where torch is installed; python -m resnet_jax.pipeline_benchmark).
 #   4. train_c20_paper: the recipe itself on the CIFAR-10 JPEG copy ($CIFAR),
-#      on-device data, read with PIL (no TensorFlow there), in OUTDIR/c20_paper,
+#      data on the devices (no TensorFlow there), in OUTDIR/c20_paper,
 #      for as many of its 64,000 steps as the deadline allows: SIGTERM at the
 #      end of its budget makes main save a checkpoint and exit 75; the next
 #      window's `all` (with OUTDIR carried back) resumes it. Skipped once done.
@@ -34,7 +38,8 @@
 #
 # Environment: DEADLINE_S (540), PYTHON (python3), CIFAR (../shared/data/
 # cifar10-jpeg-q75.tar.gz), TRAIN_WORKDIR (OUTDIR/c20_paper), DATA_DIR (the
-# decoded-array cache, outside OUTDIR: $TMPDIR/resnet_jax_data),
+# folder index, outside OUTDIR: $TMPDIR/resnet_jax_data), PREPARE_PYTHONS
+# (the other Python versions whose grain wheel `prepare` fetches: 3.10 3.12 3.13),
 # JAX_COMPILATION_CACHE_DIR ($TMPDIR/resnet_jax_jax_cache), DEPS
 # (benchmarks/.deps), TRAIN_MAX_S and MAX_CANDIDATES (caps on the training
 # seconds and on the flag candidates), DRY_RUN=1 (tiny models and steps,
@@ -63,11 +68,11 @@ export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$SCRATCH/resnet_ja
 
 PAPER=(--config=configs/cifar10.py:recipe=paper)
 # The recipe's step on synthetic data, with the crop + flip inside the step
-# (on_device_data), as the real run below does it.
+# (data on the devices), as the real run below does it.
 PAPER_FAKE=("${PAPER[@]}" --config.dataset=fake --config.image_size=32
-            --config.num_classes=10 --config.on_device_data=true)
-TRAIN_ARGS=("${PAPER[@]}" "--config.dataset=folder:$CIFAR" --config.on_device_data=True
-            --config.folder_reader=pil "--config.data_dir=$DATA_DIR" --config.download=False)
+            --config.num_classes=10 --config.placement=device)
+TRAIN_ARGS=("${PAPER[@]}" "--config.dataset=folder:$CIFAR" --config.placement=device
+            "--config.data_dir=$DATA_DIR" --config.download=False)
 if [[ $DRY_RUN == 1 ]]; then
   # Same stages, tiny sizes: CIFAR ResNet-8 at 16x16 stands in for ResNet-50.
   R50=(--config=configs/fake_data.py:model=cifar20 --config.model.depth=8 --config.image_size=16)
@@ -78,15 +83,22 @@ if [[ $DRY_RUN == 1 ]]; then
   TRAIN_ARGS+=(--config.model.depth=8 --config.batch_size=16 --config.train_split=train
                --config.log_every_steps=10 --config.eval_every_steps=40
                --config.checkpoint_every_steps=40)
-  NEED_R50=6 NEED_PAPER=5 NEED_TRAIN=25 RESERVE=4 STOP_GRACE=10
+  PIPELINE_ARGS=(--only=imagenet_train --workers=1 --imagenet_images=16 --images=16
+                 --batch_size=8 --warmup_batches=1 --rounds=1)
+  NEED_R50=6 NEED_PAPER=5 NEED_PIPELINE=8 NEED_TRAIN=25 RESERVE=4 STOP_GRACE=10
 else
   R50=(--config=configs/fake_data.py:model=r50)
   R50_BATCHES=(256 512)
   R50_STEPS=(--steps=20 --warmup=5 --repeats=3)
   PAPER_STEPS=(--steps=300 --warmup=20 --repeats=3 --estimate_steps=64000)
+  # ImageNet-style training input on the host's cores: half of them, all but
+  # two (the training process's), all.
+  CORES=$(nproc)
+  PIPELINE_ARGS=(--only=imagenet_train "--workers=$((CORES / 2)),$((CORES > 2 ? CORES - 2 : 1)),$CORES"
+                 --images=6400 --rounds=1)
   # Minimum seconds to start a stage (ResNet-50's compile alone is ~1 min),
   # seconds kept back at the end, seconds a stopped run has to save and exit.
-  NEED_R50=90 NEED_PAPER=45 NEED_TRAIN=75 RESERVE=15 STOP_GRACE=20
+  NEED_R50=90 NEED_PAPER=45 NEED_PIPELINE=60 NEED_TRAIN=75 RESERVE=15 STOP_GRACE=20
 fi
 
 # Candidate XLA flags, one at a time (name=flags), on ResNet-50 bf16 b256
@@ -99,7 +111,7 @@ CANDIDATES=(
   "no_cmd_buffer=--xla_gpu_enable_command_buffer="
 )
 
-usage() { sed -n '2,12p' "$0"; exit 2; }
+usage() { sed -n '2,13p' "$0"; exit 2; }
 
 left() { echo $((DEADLINE_S - (SECONDS - START))); }
 
@@ -110,20 +122,56 @@ limit() {
 }
 
 prepare() {
-  # Pure-Python copies; PyYAML falls back to its Python implementation where
-  # its C extension does not load (another Python version).
-  rm -rf "$DEPS" && mkdir -p "$DEPS"
+  # common/: pure-Python copies of ml_collections, PyYAML (its Python
+  # fallback loads where its C extension does not), cloudpickle and portpicker,
+  # and a stand-in for array_record (grain imports it for a data source the GPU
+  # run never uses; the real one is 11 MiB of compiled code per Python).
+  # pyXY/: grain, which has compiled parts: this Python's copy, and wheels for
+  # PREPARE_PYTHONS fetched from PyPI (a failed fetch only warns).
+  rm -rf "$DEPS" && mkdir -p "$DEPS/common"
   "$PYTHON" - "$DEPS" <<'EOF'
 import os, shutil, sys
-import ml_collections, yaml
-for module in (ml_collections, yaml):
+import cloudpickle, grain, ml_collections, portpicker, yaml
+deps = sys.argv[1]
+skip = shutil.ignore_patterns('__pycache__', '*_test.py', 'examples', 'testdata')
+for module in (ml_collections, yaml, cloudpickle):
   src = os.path.dirname(module.__file__)
-  shutil.copytree(src, os.path.join(sys.argv[1], os.path.basename(src)),
-                  ignore=shutil.ignore_patterns('__pycache__', '*_test.py', 'examples'))
-print('copied ml_collections', getattr(ml_collections, '__version__', '?'), 'and yaml',
-      yaml.__version__, 'to', sys.argv[1])
+  shutil.copytree(src, os.path.join(deps, 'common', os.path.basename(src)), ignore=skip)
+shutil.copy(portpicker.__file__, os.path.join(deps, 'common'))
+stub = os.path.join(deps, 'common', 'array_record', 'python')
+os.makedirs(stub)
+for d in (os.path.dirname(stub), stub):
+  open(os.path.join(d, '__init__.py'), 'w').close()
+with open(os.path.join(stub, 'array_record_data_source.py'), 'w') as f:
+  f.write('"""Stand-in: array_record is not installed on this machine."""\n'
+          'from typing import Any\nPathLikeOrFileInstruction = Any\n\n\n'
+          'class ArrayRecordDataSource:\n\n  def __init__(self, *args, **kwargs):\n'
+          '    raise ImportError("array_record is not installed")\n')
+version = f'py{sys.version_info[0]}{sys.version_info[1]}'
+shutil.copytree(os.path.dirname(grain.__file__), os.path.join(deps, version, 'grain'),
+                ignore=skip)
+print('copied ml_collections', getattr(ml_collections, '__version__', '?'), 'yaml',
+      yaml.__version__, 'cloudpickle', cloudpickle.__version__, 'portpicker, and grain',
+      grain.__version__, f'({version}) to', deps)
 EOF
-  [[ $? -eq 0 ]] || { echo "prepare needs ml_collections and PyYAML installed for $PYTHON" >&2; exit 1; }
+  [[ $? -eq 0 ]] || { echo "prepare needs ml_collections, PyYAML and grain installed for $PYTHON" >&2; exit 1; }
+  local v wheels grain_version
+  grain_version=$("$PYTHON" -c 'import grain; print(grain.__version__)')
+  for v in ${PREPARE_PYTHONS-3.10 3.12 3.13}; do
+    [[ -d $DEPS/py${v/./} ]] && continue
+    wheels=$(mktemp -d)
+    if "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$v" \
+         --platform manylinux_2_28_x86_64 -d "$wheels" "grain==$grain_version" 2>/dev/null; then
+      "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+        "$(ls "$wheels"/*.whl)" "$DEPS/py${v/./}"
+      rm -rf "$DEPS/py${v/./}"/*.dist-info
+      find "$DEPS/py${v/./}" -name '*_test.py' -delete
+      echo "fetched grain $grain_version for Python $v" >&2
+    else
+      echo "warning: no grain $grain_version wheel for Python $v (offline?)" >&2
+    fi
+    rm -rf "$wheels"
+  done
   # What a GPU call carries: the working tree git would commit, the deps, the data.
   local code deps data
   code=$(git ls-files -co --exclude-standard -z | xargs -0 cat 2>/dev/null | wc -c)
@@ -134,13 +182,22 @@ EOF
 }
 
 use_deps() {
-  if ! "$PYTHON" -c 'import ml_collections' 2>/dev/null; then
-    if [[ ! -d $DEPS/ml_collections ]]; then
-      echo "ml_collections is missing: run 'benchmarks/run_gpu.sh prepare' where it is installed" >&2
+  local module dir version
+  version=$("$PYTHON" -c 'import sys; print("py%d%d" % sys.version_info[:2])')
+  for module in ml_collections grain; do
+    "$PYTHON" -c "import $module" 2>/dev/null && continue
+    dir=$DEPS/common
+    [[ $module == grain ]] && dir=$DEPS/$version
+    if [[ ! -d $dir ]]; then
+      echo "$module is missing and $dir holds no copy for this Python ($version): run" \
+           "'benchmarks/run_gpu.sh prepare' where it is installed" >&2
       exit 1
     fi
-    export PYTHONPATH="$(cd "$DEPS" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
-  fi
+    case ":${PYTHONPATH:-}:" in *":$(cd "$dir" && pwd):"*) ;; *)
+      export PYTHONPATH="$(cd "$dir" && pwd)${PYTHONPATH:+:$PYTHONPATH}" ;; esac
+    [[ $module == grain ]] && case ":$PYTHONPATH:" in *":$(cd "$DEPS/common" && pwd):"*) ;; *)
+      export PYTHONPATH="$PYTHONPATH:$(cd "$DEPS/common" && pwd)" ;; esac
+  done
 }
 
 # record JSON: appends one line to the results and rewrites the table.
@@ -197,7 +254,8 @@ try:
        '--format=csv,noheader'], capture_output=True, text=True, timeout=30).stdout.strip()
 except (OSError, subprocess.SubprocessError) as e:
   info['nvidia_smi'] = f'unavailable: {e}'
-for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy', 'PIL', 'ml_collections'):
+for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy', 'PIL', 'ml_collections',
+             'grain'):
   try:
     info[name.split('.')[0] + '_version'] = getattr(importlib.import_module(name), '__version__', '?')
   except ImportError:
@@ -205,7 +263,7 @@ for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax.checkpoint', 'numpy', 'PIL
 import jax
 devices = jax.devices()
 info.update(device=devices[0].device_kind, platform=devices[0].platform, num_devices=len(devices))
-import resnet_jax.benchmark, resnet_jax.data.pil_folder  # What the GPU run imports.
+import resnet_jax.benchmark, resnet_jax.data.folder, grain  # What the GPU run imports.
 info['tensorflow_imported'] = 'tensorflow' in sys.modules
 try:
   import tensorflow  # noqa: F401
@@ -237,6 +295,34 @@ stage_paper() {
     need "paper_${dtype/float/f}" "$NEED_PAPER" || return 0
     bench "paper_${dtype/float/f}" '' "${PAPER_FAKE[@]}" "${PAPER_STEPS[@]}" --config.dtype=$dtype
   done
+}
+
+# The host pipeline on this machine's cores, beside PyTorch's where it is installed.
+stage_pipeline() {
+  local tag=pipeline log="$OUT/logs/pipeline.log" peer=() begin=$SECONDS rc
+  need $tag "$NEED_PIPELINE" || return 0
+  "$PYTHON" -c 'import torch, torchvision' 2>/dev/null && peer=("--peer_python=$PYTHON")
+  echo "== $tag: ${PIPELINE_ARGS[*]} ${peer[*]}" >&2
+  timeout -k 10 "$(limit)" "$PYTHON" -m resnet_jax.pipeline_benchmark "${PIPELINE_ARGS[@]}" \
+    "${peer[@]}" >"$OUT/logs/pipeline.jsonl" 2>"$log"
+  rc=$?
+  if [[ $rc -eq 0 ]]; then
+    "$PYTHON" - "$OUT/logs/pipeline.jsonl" "$((SECONDS - begin))" >>"$RESULTS" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+host = next(r for r in rows if r['benchmark'] == 'host')
+for r in rows:
+  if r.get('summary'):
+    print(json.dumps({'tag': f"pipeline_{r['benchmark']}_{r['variant'].replace('/', '_w')}",
+                      'images_per_sec': r['images_per_sec'],
+                      'images_per_sec_per_core': r['images_per_sec_per_core'],
+                      'cores': host['cpu_count'], 'wall_s': int(sys.argv[2])}))
+EOF
+    table "$OUT" >"$OUT/results.md.tmp" 2>/dev/null && mv "$OUT/results.md.tmp" "$OUT/results.md"
+    grep '"summary"' "$OUT/logs/pipeline.jsonl" >&2
+  else
+    record "{\"tag\": \"$tag\", \"error\": \"rc=$rc: $(grep -v '^\s*$' "$log" | tail -n 1 | tr '"\\' "''" | cut -c1-300)\", \"wall_s\": $((SECONDS - begin))}"
+  fi
 }
 
 # last_checkpoint WORKDIR: the newest checkpoint's step (0 if none).
@@ -346,6 +432,8 @@ for r in rows:
           f"jax {r.get('jax_version')}, jaxlib {r.get('jaxlib_version')}, flax {r.get('flax_version')}, "
           f"optax {r.get('optax_version')}, orbax {r.get('orbax_version')}, Python {r.get('python')}; "
           f"{r.get('date')}; TensorFlow installed: {r.get('tensorflow_installed')}.\n")
+pipeline = [r for r in rows if r.get('tag', '').startswith('pipeline')]
+rows = [r for r in rows if r not in pipeline]
 cols = ('tag', 'dtype', 'batch_size', 'images_per_sec', 'step_time_ms', 'compile_s',
         'tflops_per_sec', 'mfu', 'peak_memory_gb', 'estimated_time_for_steps', 'wall_s', 'xla_flags')
 print('| ' + ' | '.join(cols) + ' |')
@@ -357,6 +445,13 @@ for r in rows:
     print(f"| {r['tag']} | {'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']} |")
     continue
   print('| ' + ' | '.join(cell(r.get(c)) for c in cols) + ' |')
+if pipeline:
+  cols = ('tag', 'images_per_sec', 'images_per_sec_per_core', 'cores', 'wall_s')
+  print('\n| ' + ' | '.join(cols) + ' |')
+  print('|' + '---|' * len(cols))
+  for r in pipeline:
+    print(f"| {r['tag']} | error: {r['error']} |" if 'error' in r else
+          '| ' + ' | '.join(cell(r.get(c)) for c in cols) + ' |')
 train = [r for r in rows if r.get('tag', '').startswith('train')]
 if train:
   cols = ('tag', 'status', 'start_step', 'end_step', 'num_train_steps', 'step_time_ms',
@@ -375,7 +470,7 @@ cmd=${1:-}
 case $cmd in
   prepare) prepare; exit 0 ;;
   table) [[ -n ${2:-} ]] || usage; table "$2"; exit 0 ;;
-  all|env|train|smoke) [[ -n ${2:-} ]] || usage ;;
+  all|env|train|pipeline|smoke) [[ -n ${2:-} ]] || usage ;;
   *) usage ;;
 esac
 OUT=$2
@@ -387,7 +482,8 @@ echo "== $cmd: ${DEADLINE_S} s deadline, results in $OUT" >&2
 case $cmd in
   env) stage_env ;;
   train) stage_train ;;
+  pipeline) stage_pipeline ;;
   smoke) stage_smoke ;;
-  all) stage_env; stage_r50; stage_paper; stage_train; stage_flags ;;
+  all) stage_env; stage_r50; stage_paper; stage_pipeline; stage_train; stage_flags ;;
 esac
 echo "== done in $((SECONDS - START)) s; $OUT/results.md" >&2

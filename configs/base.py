@@ -48,9 +48,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # --- Data ---------------------------------------------------------------
   # tfds name ('cifar10', 'cifar100', 'imagenet2012', 'imagenette', ...),
   # 'folder:PATH' (a split/class/image tree or a .tar/.tar.gz of one), or
-  # 'fake' (synthetic data generated on the device, for speed runs).
+  # 'fake' (random images, for speed runs).
   config.dataset = 'cifar10'
-  # tfds data directory ('' = tfds default, ~/tensorflow_datasets or $TFDS_DATA_DIR).
+  # Where tfds datasets and folder indexes live ('' = $TFDS_DATA_DIR, else
+  # ~/tensorflow_datasets).
   config.data_dir = ''
   # Directory holding archives obtained by hand (tfds `manual_dir`), e.g. the
   # official cifar-10-binary.tar.gz or the ImageNet tars, for offline preparation.
@@ -58,34 +59,37 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Allow tfds to download a dataset that is not prepared yet. Offline, leave it
   # on: a failed download is detected within seconds and explained.
   config.download = True
-  # Split names; '' = the dataset's train split and its 'test' (else 'validation').
+  # Split expressions ('train', 'train[:45000]', 'train[90%:]', 'train+test');
+  # '' = the dataset's 'train' and its 'test' (else 'validation').
   config.train_split = ''
   config.eval_split = ''
   # Input resolution fed to the model; 0 = the dataset's native size (32 for CIFAR),
   # 224 for the 'imagenet' augmentation.
   config.image_size = 0
-  # Augmentation: 'cifar' (pad 4 + random crop + flip), 'imagenet' (random
-  # resized crop + flip; eval resize + centre crop), or 'none'.
+  # Augmentation: 'cifar' (pad 4 + random crop + flip), 'imagenet'
+  # (torchvision's random resized crop + flip; eval resize + centre crop), or 'none'.
   config.augment = 'cifar'
   # Evaluation transform of augment='imagenet'. 0: the centre 224/256 of the
   # shorter side, resized to image_size (the TF ResNet reference). N > 0:
   # torchvision's, the shorter side resized to N, then the centre image_size
   # crop (torchvision evaluates its V1 weights at 256, its V2 weights at 232).
   config.eval_resize = 0
-  # Keep the whole dataset on the accelerators and augment inside the jitted
-  # step (CIFAR-sized data only); False uses the tf.data host pipeline.
-  config.on_device_data = False
-  # tf.data shuffle buffer (examples).
-  config.shuffle_buffer_size = 16_384
-  # Cache decoded examples in memory ('none', 'memory').
-  config.cache = 'memory'
-  # What to do with an unreadable image in a folder dataset: 'skip' (warn, count) or 'error'.
+  # Per-channel normalisation statistics in [0, 1] units, e.g. (0.485, 0.456,
+  # 0.406) and (0.229, 0.224, 0.225); () = the dataset's: CIFAR-10/100's
+  # published values, a folder's own (measured when it is indexed), ImageNet's
+  # for other tfds datasets. Recorded in the run's config.json.
+  config.mean = ()
+  config.std = ()
+  # Where the training data lives: 'device' (the whole train split on every
+  # device, crop + flip inside the step; fixed-size images, CIFAR-sized data),
+  # 'host' (streamed from worker processes), or 'auto' (device when the split is
+  # decoded at the model's size, fits in 1 GiB and augment is 'cifar' or 'none').
+  config.placement = 'auto'
+  # Host worker processes decoding and augmenting examples; -1 = one per CPU
+  # core, 0 = in the training process.
+  config.num_workers = -1
+  # What to do with an unreadable image in a folder dataset: 'skip' (log, count) or 'error'.
   config.on_corrupt_image = 'skip'
-  # How 'folder:PATH' datasets are read: 'tfds' (prepare a tfds copy, read it
-  # with TensorFlow), 'pil' (decode with PIL into cached numpy arrays; needs
-  # on_device_data=True; the same pixels, labels and order), or 'auto' (tfds
-  # where TensorFlow imports, else pil).
-  config.folder_reader = 'auto'
   # Batches prefetched to the devices ahead of the step.
   config.prefetch_batches = 2
 

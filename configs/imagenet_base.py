@@ -17,7 +17,6 @@ def get_config(depth: int = 50):
   config.dataset = 'imagenet2012'
   config.augment = 'imagenet'
   config.image_size = 224
-  config.cache = 'none'  # 1.28M JPEGs do not fit in host memory decoded.
 
   config.model.name = f'resnet{depth}'
   config.model.family = 'imagenet'

@@ -68,7 +68,7 @@ PRESETS = {
     'paper': {},
     'short': {
         # CIFAR fits on any accelerator: augment there, no host pipeline to wait on.
-        'on_device_data': True,
+        'placement': 'device',
         'num_train_steps': 6_400,
         'lr_boundaries_steps': (3_200, 4_800),
         'eval_every_steps': 800,
@@ -142,7 +142,7 @@ def get_sweep(arg=None) -> sweep.Sweep:
     if (args.steps, args.evals) != (300, 3):
       # 300 steps was the preset's only length: those runs keep their name.
       name += f'-{args.steps}steps'
-      fixed['on_device_data'] = True
+      fixed['placement'] = 'device'
   if args.warmup >= 0:
     fixed['warmup_steps'] = args.warmup
     name += f'-warmup{args.warmup}'

@@ -165,15 +165,17 @@ def main(argv):
   import optax  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
-  from resnet_jax import data  # pylint: disable=g-import-not-at-top
   from resnet_jax import models  # pylint: disable=g-import-not-at-top
+  from resnet_jax import parallel  # pylint: disable=g-import-not-at-top
+  from resnet_jax import specs  # pylint: disable=g-import-not-at-top
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
+  from resnet_jax.data import placement  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
   spec = models.resolve_spec(config.model)
   _check_supported(spec, config)
-  exp = train.setup_experiment(config)
-  model = models.create_model(config.model, num_classes=exp.num_classes,
+  exp = train.setup_experiment(specs.resolve(config))
+  model = models.create_model(spec, num_classes=exp.num_classes,
                               dtype=jnp.float32, axis_name=None)
   variables = model.init({'params': jax.random.PRNGKey(FLAGS.init_seed)},
                          jnp.zeros((1, *exp.meta.image_shape), jnp.float32), train=False)
@@ -208,14 +210,15 @@ def main(argv):
     updates, opt_state = exp.tx.update(g, opt_state, p)
     return optax.apply_updates(p, updates), bs, opt_state, loss
 
-  batches = data.create_train_iter(config, exp.meta)
+  batches = exp.inputs.train_batches(parallel.make_mesh())
   rng = jax.random.PRNGKey(config.seed)
 
   def next_batch(step):
     b = next(batches)
     images = np.asarray(b['image']).reshape(-1, *exp.meta.image_shape)
-    x = data.device_preprocess(config, jax.random.fold_in(rng, step), jnp.asarray(images),
-                               train=True)
+    x = placement.preprocess(
+        jnp.asarray(images), mean=exp.meta.mean, std=exp.meta.std,
+        augment_key=jax.random.fold_in(rng, step) if exp.inputs.augment_in_step else None)
     return np.asarray(x, np.float32), np.asarray(b['label']).reshape(-1)
 
   def torch_batch(x, y):

@@ -70,8 +70,8 @@ import numpy as np
 from resnet_jax import cli
 from resnet_jax import parallel
 from resnet_jax import train
-from resnet_jax import validation
-from resnet_jax.data import devices as data_devices
+from resnet_jax import specs
+from resnet_jax.data import placement
 from resnet_jax.errors import ConfigError
 
 # Dense peak TFLOP/s per JAX device, by compute dtype; matched against the
@@ -154,7 +154,7 @@ def compiled_flops(compiled: Any) -> float:
 def host_batch(exp: train.Experiment, image_dtype: str = 'uint8',
                seed: int = 0) -> dict[str, np.ndarray]:
   """This process's share of one random global batch, on the host."""
-  layout = parallel.train_layout(exp.config)
+  layout = parallel.batch_layout(exp.run.data.batch_size)
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (layout.per_process, *exp.meta.image_shape),
                         dtype=np.uint8)
@@ -178,7 +178,7 @@ def batches(exp: train.Experiment, host_input: str, prefetch: int) -> Iterator[A
   # Two alternating host buffers: no batch is transferred twice in a row.
   host = itertools.cycle([host_batch(exp, host_input, seed) for seed in (0, 1)])
   if prefetch > 0:
-    return data_devices.prefetch_to_mesh(host, exp.mesh, prefetch)
+    return placement.stream(host, exp.mesh, prefetch)
   return map(lambda b: parallel.shard_batch(b, exp.mesh), host)
 
 
@@ -299,22 +299,22 @@ def measure(exp: train.Experiment, *, steps: int, warmup: int, repeats: int,
 def result_row(exp: train.Experiment, timing: Timing, *,
                peak_tflops: float | None) -> dict[str, Any]:
   """The JSON-able result (see the module docstring) for a measured config."""
-  config = exp.config
+  dtype = exp.run.dtype
   devices = jax.local_devices()
   num_devices = len(devices)
   spec = exp.model.spec
   if peak_tflops is None:
-    peak_tflops = peak_tflops_for(devices[0].device_kind, config.dtype)
+    peak_tflops = peak_tflops_for(devices[0].device_kind, dtype)
   step_s = timing.step_time_s
   flops = timing.flops_per_device * num_devices
-  batch_size = int(config.batch_size)
+  batch_size = exp.run.data.batch_size
   return {
       'model': spec.label,
       'model_description': spec.describe(),
       'image_size': int(exp.meta.image_shape[0]),
       'batch_size': batch_size,
       'per_device_batch': batch_size // num_devices,
-      'dtype': config.dtype,
+      'dtype': dtype,
       'images_per_sec': _round(batch_size / step_s),
       'step_time_ms': _round(1000 * step_s),
       'compile_s': _round(timing.compile_s, 4),
@@ -340,11 +340,12 @@ def result_row(exp: train.Experiment, timing: Timing, *,
 def synthetic(config: Any) -> Any:
   """The config on synthetic data of its dataset's input shape (no data needed).
 
-  Everything else stays: model, dtype, optimizer, batch, augmentation (with
-  `on_device_data`, the crop and flip run inside the step, as in training).
+  Everything else stays: model, dtype, optimizer, batch, augmentation (data
+  resident on the devices, as CIFAR's is in training, is cropped and flipped
+  inside the step).
   """
   from resnet_jax import data  # pylint: disable=g-import-not-at-top
-  (size, _, _), classes = data.input_spec(config)
+  (size, _, _), classes = data.input_shape(data.resolve(config))
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.dataset, config.image_size, config.num_classes = 'fake', size, classes
@@ -381,9 +382,7 @@ def run_benchmark(config: Any, *, steps: int = 20, warmup: int = 3, repeats: int
     raise ConfigError(f'--host_input={host_input!r}; valid: {", ".join(HOST_INPUTS)}')
   if prefetch < 0:
     raise ConfigError(f'--prefetch={prefetch} must be >= 0')
-  config = synthetic(config)
-  validation.validate(config)
-  exp = train.setup_experiment(config)
+  exp = train.setup_experiment(specs.resolve(synthetic(config)))
   timing = measure(exp, steps=steps, warmup=warmup, repeats=repeats, donate=donate,
                    host_input=host_input, prefetch=prefetch)
   result = result_row(exp, timing, peak_tflops=peak_tflops)

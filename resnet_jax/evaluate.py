@@ -61,10 +61,9 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
   # Imported here so that `--help` and flag errors do not wait for JAX.
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from resnet_jax import configlib  # pylint: disable=g-import-not-at-top
-  from resnet_jax import data  # pylint: disable=g-import-not-at-top
   from resnet_jax import parallel  # pylint: disable=g-import-not-at-top
+  from resnet_jax import specs  # pylint: disable=g-import-not-at-top
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
-  from resnet_jax import validation  # pylint: disable=g-import-not-at-top
 
   # Resolve the path first: a typo fails before any model is built.
   checkpoint.resolve(path)
@@ -73,16 +72,15 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.num_eval_batches = num_batches
-  validation.validate(config)
+  run = specs.resolve(config)
   # The dataset must be there already: evaluation never downloads or prepares.
-  exp = train.setup_experiment(config, prepare_data=False)
+  exp = train.setup_experiment(run, prepare_data=False)
   state = exp.init_state()
   params, batch_stats, info = checkpoint.load_weights(
       path, *parallel.to_host((state.params, state.batch_stats)))
   state = state.replace(params=parallel.replicate(params, exp.mesh),
                         batch_stats=parallel.replicate(batch_stats, exp.mesh))
-  metrics = train.evaluate(exp.eval_step(), state,
-                           data.create_eval_iter(config, exp.meta, exp.mesh))
+  metrics = train.evaluate(exp.eval_step(), state, exp.inputs.eval_batches(exp.mesh))
   record = info['record']
   return {'checkpoint': info['path'], 'step': info['step'],
           'epoch': record.get('epoch'), **metrics}

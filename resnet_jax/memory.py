@@ -11,6 +11,7 @@ into the same one-line `ConfigError`.
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 from typing import Any, Iterator
@@ -82,39 +83,42 @@ def _host_available_bytes() -> int | None:
     return None
 
 
-def _what(config, model) -> str:
-  layout = parallel.train_layout(config)
-  n = layout.global_size // layout.per_device
-  size = config.image_size
-  images = f'{size}x{size} images' if size else 'images of the native size'
-  return (f'{model.spec.label} at batch {layout.global_size} ({layout.per_device} per '
-          f'device on {n} device(s)), {config.dtype}, {images}')
+@dataclasses.dataclass(frozen=True)
+class StepInfo:
+  """What an out-of-memory message names: the model, batch, dtype and image size."""
+  model: str
+  batch_size: int
+  dtype: str
+  image_size: int
+
+  def describe(self) -> str:
+    layout = parallel.batch_layout(self.batch_size)
+    n = layout.global_size // layout.per_device
+    return (f'{self.model} at batch {layout.global_size} ({layout.per_device} per '
+            f'device on {n} device(s)), {self.dtype}, {self.image_size}x'
+            f'{self.image_size} images')
+
+  def advice(self, fits_batch: int | None) -> str:
+    layout = parallel.batch_layout(self.batch_size)
+    n = layout.global_size // layout.per_device
+    smaller = (f'--config.batch_size={fits_batch}' if fits_batch else
+               f'a smaller --config.batch_size (a multiple of {n})')
+    dtype = '' if self.dtype != 'float32' else ', --config.dtype=bfloat16'
+    return f'Use {smaller}{dtype}, or a smaller model'
 
 
-def _advice(config, fits_batch: int | None) -> str:
-  layout = parallel.train_layout(config)
-  n = layout.global_size // layout.per_device
-  smaller = (f'--config.batch_size={fits_batch}' if fits_batch else
-             f'a smaller --config.batch_size (a multiple of {n})')
-  dtype = '' if config.dtype != 'float32' else ', --config.dtype=bfloat16'
-  return f'Use {smaller}{dtype}, or a smaller model'
-
-
-def check_fits(compiled, config, model, mesh) -> None:
+def check_fits(compiled, info: StepInfo) -> None:
   """Raises ConfigError when the compiled train step needs more than a device has.
 
   Args:
     compiled: the compiled train step (`jax.stages.Compiled`).
-    config: the run config (batch size, dtype).
-    model: the ResNet (for its name).
-    mesh: the run's mesh.
+    info: what the step is (for the message).
   """
-  del mesh  # The analysis is per device already.
   need = step_bytes(compiled)
   have, where = device_bytes()
   if need is None or have is None or need['total'] <= have:
     return
-  layout = parallel.train_layout(config)
+  layout = parallel.batch_layout(info.batch_size)
   # Arguments (the state) do not shrink with the batch; the rest roughly does.
   per_example = (need['total'] - need['arguments']) / max(1, layout.per_device)
   room = have - need['arguments']
@@ -123,11 +127,11 @@ def check_fits(compiled, config, model, mesh) -> None:
   # A power of two per device: the estimate is linear, real use is not quite.
   fits_batch = n * 2**int(math.log2(fits)) if fits >= 1 else None
   raise ConfigError(
-      f'out of memory: the train step of {_what(config, model)} needs '
+      f'out of memory: the train step of {info.describe()} needs '
       f'{need["total"] / _GIB:.1f} GiB per device (XLA memory analysis of the '
       f'compiled step: {need["arguments"] / _GIB:.1f} GiB state and batch, '
       f'{need["temporaries"] / _GIB:.1f} GiB temporaries), but {where} has '
-      f'{have / _GIB:.1f} GiB. {_advice(config, fits_batch)}')
+      f'{have / _GIB:.1f} GiB. {info.advice(fits_batch)}')
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -138,9 +142,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def explain_out_of_memory(config, model, mesh) -> Iterator[None]:
+def explain_out_of_memory(info: StepInfo) -> Iterator[None]:
   """Turns an XLA allocation failure inside the block into a one-line ConfigError."""
-  del mesh
   try:
     yield
   except jax.errors.JaxRuntimeError as e:
@@ -150,8 +153,8 @@ def explain_out_of_memory(config, model, mesh) -> Iterator[None]:
     has = f' ({where} has {have / _GIB:.1f} GiB)' if have else ''
     first = next((l.strip() for l in str(e).splitlines() if l.strip()), '')
     raise ConfigError(
-        f'out of memory running the train step of {_what(config, model)}{has}: '
-        f'{first[:200]}. {_advice(config, None)}') from None
+        f'out of memory running the train step of {info.describe()}{has}: '
+        f'{first[:200]}. {info.advice(None)}') from None
 
 
 def describe_fit(compiled) -> dict[str, Any]:

@@ -8,7 +8,9 @@ reader of `metrics.jsonl` (reports, sweeps, tests).
 import json
 import math
 import os
+import sys
 import time
+import types
 from typing import Any, Mapping
 
 from absl import logging
@@ -36,6 +38,11 @@ class MetricWriter:
       # A killed run left half a line: end it, so the next row is not glued to it.
       self._jsonl.write('\n')
     if tensorboard:
+      # tensorboard writes its event files with TensorFlow's file API when
+      # TensorFlow is installed; this marker module (tensorboard's own
+      # "no_tensorflow" switch) makes it use its stub, keeping TensorFlow out
+      # of the training process.
+      sys.modules.setdefault('tensorboard.compat.notf', types.ModuleType('notf'))
       try:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter  # pylint: disable=g-import-not-at-top
         self._tb = EventFileWriter(os.path.join(workdir, 'tensorboard'))

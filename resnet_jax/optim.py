@@ -1,7 +1,8 @@
-"""Optimizer and learning-rate schedule from a config, built from optax pieces."""
+"""The optimizer and learning-rate schedule (OptimSpec, from the config), from optax pieces."""
+
+import dataclasses
 
 import jax
-import ml_collections
 import optax
 
 from resnet_jax.errors import ConfigError
@@ -11,8 +12,26 @@ SCHEDULES = ('constant', 'piecewise', 'cosine')
 WEIGHT_DECAY_TYPES = ('l2', 'decoupled')
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks the optimisation fields; raises ConfigError (via validation.validate)."""
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+  """The optimizer and schedule fields of the config, checked (configs/base.py)."""
+  optimizer: str
+  learning_rate: float
+  momentum: float
+  weight_decay: float
+  weight_decay_type: str
+  schedule: str
+  warmup_steps: int
+  warmup_epochs: float
+  lr_boundaries_steps: tuple[int, ...]
+  lr_boundaries_epochs: tuple[float, ...]
+  lr_decay_factor: float
+  grad_clip_norm: float
+  label_smoothing: float
+
+
+def resolve(config) -> OptimSpec:
+  """The checked OptimSpec of a config; ConfigError (one line) for a bad field."""
   if config.learning_rate <= 0:
     raise ConfigError(
         f'learning_rate={config.learning_rate} must be positive (e.g. 1e-3 for adam, '
@@ -27,50 +46,45 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f'unknown weight_decay_type {config.weight_decay_type!r}; valid: '
         f'{", ".join(WEIGHT_DECAY_TYPES)}')
-  for name in ('weight_decay', 'grad_clip_norm', 'label_smoothing'):
+  for name in ('weight_decay', 'grad_clip_norm', 'label_smoothing', 'warmup_steps',
+               'warmup_epochs'):
     if config[name] < 0:
       raise ConfigError(f'{name}={config[name]} must be >= 0')
-  if config.num_train_steps == 0 or config.num_train_steps < -1:
-    raise ConfigError(
-        f'num_train_steps={config.num_train_steps}: give a positive number of steps, '
-        'or -1 to train for num_epochs')
+  if config.label_smoothing >= 1:
+    raise ConfigError(f'label_smoothing={config.label_smoothing} must be below 1')
+  return OptimSpec(
+      optimizer=config.optimizer, learning_rate=float(config.learning_rate),
+      momentum=float(config.momentum), weight_decay=float(config.weight_decay),
+      weight_decay_type=config.weight_decay_type, schedule=config.schedule,
+      warmup_steps=int(config.warmup_steps), warmup_epochs=float(config.warmup_epochs),
+      lr_boundaries_steps=tuple(int(b) for b in config.lr_boundaries_steps),
+      lr_boundaries_epochs=tuple(float(b) for b in config.lr_boundaries_epochs),
+      lr_decay_factor=float(config.lr_decay_factor),
+      grad_clip_norm=float(config.grad_clip_norm),
+      label_smoothing=float(config.label_smoothing))
 
 
-def num_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
-  """Total training steps: `num_train_steps`, or `num_epochs` epochs when it is -1."""
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  if config.num_train_steps != -1:
-    raise ConfigError(
-        f'num_train_steps={config.num_train_steps}: give a positive number of steps, '
-        'or -1 to train for num_epochs')
-  if config.num_epochs <= 0:
-    raise ConfigError(f'num_epochs={config.num_epochs} must be positive')
-  return max(1, int(round(config.num_epochs * steps_per_epoch)))
-
-
-def create_learning_rate_schedule(config: ml_collections.ConfigDict,
-                                  steps_per_epoch: int) -> optax.Schedule:
-  """The schedule named by `config.schedule`, with optional linear warmup.
+def create_learning_rate_schedule(spec: OptimSpec, steps_per_epoch: int,
+                                  total: int) -> optax.Schedule:
+  """The schedule named by `spec.schedule`, with optional linear warmup.
 
   Args:
-    config: the run config (learning_rate, schedule, warmup_*, lr_boundaries_*,
-      lr_decay_factor, num_train_steps/num_epochs).
+    spec: the optimisation spec.
     steps_per_epoch: optimizer steps in one epoch, to convert epoch lengths.
+    total: the run's number of training steps.
 
   Returns:
     An optax schedule mapping the step to the learning rate.
   """
-  total = num_train_steps(config, steps_per_epoch)
-  warmup = (int(round(config.warmup_epochs * steps_per_epoch))
-            if config.warmup_epochs > 0 else int(config.warmup_steps))
-  if warmup < 0 or warmup >= total:
+  warmup = (int(round(spec.warmup_epochs * steps_per_epoch))
+            if spec.warmup_epochs > 0 else spec.warmup_steps)
+  if warmup >= total:
     raise ConfigError(
         f'warmup of {warmup} steps must be shorter than the {total} training steps: '
         'lower --config.warmup_steps (or warmup_epochs)')
-  peak = float(config.learning_rate)
+  peak = spec.learning_rate
 
-  if config.schedule == 'cosine':
+  if spec.schedule == 'cosine':
     if warmup == 0:
       return optax.cosine_decay_schedule(peak, decay_steps=total)
     # Decays to 0 at `total` (decay_steps counts the warmup too).
@@ -78,18 +92,18 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
         init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=total,
         end_value=0.0)
 
-  if config.schedule == 'constant':
+  if spec.schedule == 'constant':
     main = optax.constant_schedule(peak)
   else:
-    if config.lr_boundaries_epochs:
-      boundaries = [int(round(e * steps_per_epoch)) for e in config.lr_boundaries_epochs]
+    if spec.lr_boundaries_epochs:
+      boundaries = [int(round(e * steps_per_epoch)) for e in spec.lr_boundaries_epochs]
     else:
-      boundaries = [int(b) for b in config.lr_boundaries_steps]
+      boundaries = list(spec.lr_boundaries_steps)
     if sorted(boundaries) != boundaries or any(b <= 0 for b in boundaries):
       raise ConfigError(f'lr boundaries {boundaries} must be positive and increasing')
     # Boundaries are absolute steps; the main schedule starts counting after warmup.
     main = optax.piecewise_constant_schedule(
-        peak, {b - warmup: config.lr_decay_factor for b in boundaries if b > warmup})
+        peak, {b - warmup: spec.lr_decay_factor for b in boundaries if b > warmup})
   if warmup == 0:
     return main
   return optax.join_schedules(
@@ -102,27 +116,27 @@ def kernel_mask(params):
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
+def create_optimizer(spec: OptimSpec,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-  """The optimizer named by `config.optimizer`, with masked weight decay and clipping.
+  """The optimizer named by `spec.optimizer`, with masked weight decay and clipping.
 
   Weight decay applies to kernels only (not BatchNorm scales/biases nor dense
   biases). 'l2' adds wd * w to the gradient before the optimizer (the paper's L2
   regularisation); 'decoupled' applies it after the update direction, scaled by
   the learning rate (AdamW; `adamw` always decouples).
   """
-  wd = float(config.weight_decay)
-  decoupled = config.optimizer == 'adamw' or config.weight_decay_type == 'decoupled'
+  wd = spec.weight_decay
+  decoupled = spec.optimizer == 'adamw' or spec.weight_decay_type == 'decoupled'
 
-  if config.optimizer in ('adam', 'adamw'):
-    direction = optax.scale_by_adam(b1=config.momentum)
+  if spec.optimizer in ('adam', 'adamw'):
+    direction = optax.scale_by_adam(b1=spec.momentum)
   else:
-    direction = optax.trace(decay=config.momentum,
-                            nesterov=config.optimizer == 'nesterov')
+    direction = optax.trace(decay=spec.momentum,
+                            nesterov=spec.optimizer == 'nesterov')
 
   chain = []
-  if config.grad_clip_norm > 0:
-    chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if spec.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(spec.grad_clip_norm))
   if wd > 0 and not decoupled:
     chain.append(optax.add_decayed_weights(wd, mask=kernel_mask))
   chain.append(direction)

@@ -102,42 +102,31 @@ def batch_layout(global_size: int, field: str = 'batch_size') -> BatchLayout:
                      per_device=global_size // n_total, num_local_devices=n_local)
 
 
-def train_layout(config) -> BatchLayout:
-  """Layout of config.batch_size."""
-  return batch_layout(config.batch_size, 'batch_size')
-
-
-def eval_layout(config) -> BatchLayout:
-  """Layout of config.eval_batch_size (0: batch_size)."""
-  if config.eval_batch_size:
-    return batch_layout(config.eval_batch_size, 'eval_batch_size')
-  return train_layout(config)
-
-
-def bn_group_size(config) -> int:
-  """Devices per BatchNorm group: config.model.bn_group_size, or all of them (0).
+def bn_group_size(value: int) -> int:
+  """Devices per BatchNorm group: `value`, or all of them when it is 0.
 
   Raises:
     ConfigError: the size does not divide the device count.
   """
   n = len(mesh_devices())
-  k = config.model.get('bn_group_size', 0) or n
+  k = value or n
   if isinstance(k, bool) or not isinstance(k, int) or k < 0 or n % k:
     divisors = [d for d in range(1, n + 1) if n % d == 0]
     raise ConfigError(
-        f'model.bn_group_size={config.model.bn_group_size!r} must divide the {n} '
-        f'devices; valid: 0 (all devices) or one of {divisors}')
+        f'model.bn_group_size={value!r} must divide the {n} devices; valid: 0 (all '
+        f'devices) or one of {divisors}')
   return k
 
 
-def make_mesh(config=None) -> jax.sharding.Mesh:
+def make_mesh(bn_group: int = 0) -> jax.sharding.Mesh:
   """The run's mesh over every device: (groups, devices per group).
 
   Args:
-    config: reads `model.bn_group_size`; None = one group of all devices.
+    bn_group: devices per BatchNorm group (model.bn_group_size); 0 = one
+      group of all devices.
   """
   n = len(mesh_devices())
-  k = bn_group_size(config) if config is not None else n
+  k = bn_group_size(bn_group)
   return _mesh(n // k, k, tuple(mesh_devices()))
 
 

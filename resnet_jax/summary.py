@@ -225,11 +225,16 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.ERROR)
   if FLAGS.config is None:
     raise ConfigError('--config is required, e.g. --config=configs/r50.py')
-  config = FLAGS.config
+  config = FLAGS.config.copy_and_resolve_references()
+  with config.unlocked():
+    config.image_size = FLAGS.image_size or config.image_size
+    config.num_classes = FLAGS.num_classes or config.num_classes
+  from resnet_jax import specs  # pylint: disable=g-import-not-at-top
   from resnet_jax import data  # pylint: disable=g-import-not-at-top
-  input_shape, num_classes = data.input_spec(config, FLAGS.image_size, FLAGS.num_classes)
+  run = specs.resolve(config)
+  input_shape, num_classes = data.input_shape(run.data)
   # The plain layers: the FLOPs shown are the model's, not a backend's formulation.
-  model = models.create_model(config.model, num_classes=num_classes, cpu_fast_paths=False)
+  model = models.create_model(run.model, num_classes=num_classes, cpu_fast_paths=False)
   print(format_summary(summarize(model, input_shape)))
   return 0
 

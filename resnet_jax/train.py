@@ -9,8 +9,8 @@ batch statistics over `parallel.BATCH_AXIS` (all devices, or groups of
 `model.bn_group_size`), so N devices compute what one device would compute on
 the whole global batch.
 
-No TensorFlow is imported here: the tf.data pipeline is only imported when
-`train_and_evaluate` reads a tfds or folder dataset.
+The config is resolved once, in `train_and_evaluate`, into a `specs.RunSpec`;
+everything below takes specs or their fields. No TensorFlow is imported.
 """
 
 import dataclasses
@@ -39,8 +39,9 @@ from resnet_jax import optim
 from resnet_jax import parallel
 from resnet_jax import progress
 from resnet_jax import signals
-from resnet_jax import validation
+from resnet_jax import specs
 from resnet_jax import workdir as workdir_lib
+from resnet_jax.data import placement
 
 
 class TrainState(train_state.TrainState):
@@ -57,12 +58,11 @@ class TrainState(train_state.TrainState):
   dynamic_scale: dynamic_scale_lib.DynamicScale | None = None
 
 
-def _state_initializer(config: ml_collections.ConfigDict, model: flax.linen.Module,
-                       tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                       ) -> Callable[[jax.Array], TrainState]:
+def _state_initializer(model: flax.linen.Module, tx: optax.GradientTransformation,
+                       image_shape: tuple[int, ...]) -> Callable[[jax.Array], TrainState]:
   """rng -> a fresh TrainState (params, BatchNorm statistics, optimizer state)."""
   dynamic_scale = (dynamic_scale_lib.DynamicScale()
-                   if config.dtype == 'float16' else None)
+                   if model.dtype == jnp.float16 else None)
 
   def create(rng):
     init_rng, step_rng = jax.random.split(rng)
@@ -82,16 +82,15 @@ def _state_initializer(config: ml_collections.ConfigDict, model: flax.linen.Modu
   return create
 
 
-def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
-                       tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                       rng: jax.Array, mesh: jax.sharding.Mesh | None = None,
-                       ) -> TrainState:
+def create_train_state(model: flax.linen.Module, tx: optax.GradientTransformation,
+                       image_shape: tuple[int, ...], rng: jax.Array,
+                       mesh: jax.sharding.Mesh | None = None) -> TrainState:
   """Initialises parameters, BatchNorm statistics and optimizer state.
 
   With a mesh, the state comes out replicated over it (the train step's input
   layout); without, on the default device.
   """
-  create = _state_initializer(config, model, tx, image_shape)
+  create = _state_initializer(model, tx, image_shape)
   out_shardings = parallel.replicated(mesh) if mesh is not None else None
   return _compile_cheaply(create, out_shardings, rng)(rng)
 
@@ -129,7 +128,8 @@ def correct_topk(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                learning_rate_fn: optax.Schedule, preprocess_fn: Callable,
-               num_classes: int, label_smoothing: float = 0.0):
+               num_classes: int, label_smoothing: float = 0.0,
+               augment_in_step: bool = False):
   """One optimizer step on this device's share of the global batch.
 
   The per-device program: runs under `jax.shard_map` over the mesh's data
@@ -139,10 +139,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
     state: the (replicated) train state.
     batch: this device's examples: {'image': uint8 [b, H, W, C], 'label': int [b]}.
     learning_rate_fn: the schedule, for logging the step's learning rate.
-    preprocess_fn: (rng, images, train) -> float images; normalises and, for the
-      on-device data path, augments inside the step.
+    preprocess_fn: `placement.preprocess` with the dataset's statistics.
     num_classes: classifier width.
     label_smoothing: label smoothing for the loss.
+    augment_in_step: crop and flip the images here (resident 'cifar' data),
+      example r of the global batch from fold_in(step key, r).
 
   Returns:
     (new_state, metrics): metrics are means over the global batch, identical on
@@ -150,9 +151,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   """
   axes = parallel.DATA_AXES
   step_rng = jax.random.fold_in(state.rng, state.step)
-  device_rng = jax.random.fold_in(step_rng, lax.axis_index(axes))
-  images = preprocess_fn(device_rng, batch['image'], train=True)
   labels = batch['label']
+  images = preprocess_fn(
+      batch['image'], augment_key=step_rng if augment_in_step else None,
+      first_row=lax.axis_index(axes) * labels.shape[0])
 
   def loss_fn(params):
     logits, new_model_state = state.apply_fn(
@@ -206,7 +208,7 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   Returns:
     {'loss', 'top1', 'top5', 'count'}: sums over all devices' real examples.
   """
-  images = preprocess_fn(None, batch['image'], train=False)
+  images = preprocess_fn(batch['image'])
   logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                           images, train=False)
   labels = batch['label']
@@ -244,10 +246,9 @@ def evaluate(eval_step_fn: Callable, state: TrainState,
 
 @dataclasses.dataclass
 class Experiment:
-  """Everything derived from a config before training starts."""
-  config: ml_collections.ConfigDict
-  meta: Any
-  num_classes: int
+  """Everything derived from a RunSpec before training starts."""
+  run: specs.RunSpec
+  inputs: data.Input
   model: flax.linen.Module
   steps_per_epoch: int
   num_train_steps: int
@@ -255,28 +256,39 @@ class Experiment:
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
 
+  @property
+  def meta(self) -> data.DatasetMeta:
+    return self.inputs.meta
+
+  @property
+  def num_classes(self) -> int:
+    return self.inputs.meta.num_classes
+
+  def step_info(self) -> memory.StepInfo:
+    return memory.StepInfo(model=self.model.spec.label,
+                           batch_size=self.run.data.batch_size, dtype=self.run.dtype,
+                           image_size=self.meta.image_shape[0])
+
   def init_state(self) -> TrainState:
     """A freshly initialised train state, replicated over the mesh."""
-    return create_train_state(self.config, self.model, self.tx, self.meta.image_shape,
-                              jax.random.PRNGKey(self.config.seed), self.mesh)
+    return create_train_state(self.model, self.tx, self.meta.image_shape,
+                              jax.random.PRNGKey(self.run.data.seed), self.mesh)
 
   def abstract_state(self) -> TrainState:
     """The train state's shapes, dtypes and shardings; nothing is computed."""
-    create = _state_initializer(self.config, self.model, self.tx, self.meta.image_shape)
-    shapes = jax.eval_shape(create, jax.random.PRNGKey(self.config.seed))
+    create = _state_initializer(self.model, self.tx, self.meta.image_shape)
+    shapes = jax.eval_shape(create, jax.random.PRNGKey(self.run.data.seed))
     replicated = parallel.replicated(self.mesh)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
 
   def preprocess_fn(self) -> Callable:
-    return functools.partial(data.device_preprocess, self.config)
+    return functools.partial(placement.preprocess, mean=self.meta.mean, std=self.meta.std)
 
   def abstract_batch(self, *, train: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes and shardings of one global batch (to compile without data)."""
-    layout = parallel.train_layout(self.config) if train else parallel.eval_layout(
-        self.config)
+    b = self.run.data.batch_size if train else self.run.data.eval_batch_size
     sharding = parallel.data_sharding(self.mesh)
-    b = layout.global_size
     batch = {'image': jax.ShapeDtypeStruct((b, *self.meta.image_shape), jnp.uint8,
                                            sharding=sharding),
              'label': jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sharding)}
@@ -294,7 +306,8 @@ class Experiment:
     step = functools.partial(train_step, learning_rate_fn=self.learning_rate_fn,
                              preprocess_fn=self.preprocess_fn(),
                              num_classes=self.num_classes,
-                             label_smoothing=self.config.label_smoothing)
+                             label_smoothing=self.run.optim.label_smoothing,
+                             augment_in_step=self.inputs.augment_in_step)
     return self._jit(step, out_specs=(P(), P()), donate=donate)
 
   def eval_step(self) -> Callable:
@@ -323,34 +336,31 @@ class Experiment:
     """
     lowered = self.train_step(donate=donate).lower(self.abstract_state(),
                                                    self.abstract_batch())
-    with memory.explain_out_of_memory(self.config, self.model, self.mesh):
+    with memory.explain_out_of_memory(self.step_info()):
       compiled = lowered.compile()
-    memory.check_fits(compiled, self.config, self.model, self.mesh)
+    memory.check_fits(compiled, self.step_info())
     return compiled
 
 
-def setup_experiment(config: ml_collections.ConfigDict, *,
-                     prepare_data: bool = True) -> Experiment:
-  """Resolves dataset facts, model, schedule, optimizer and mesh from the config.
+def setup_experiment(run: specs.RunSpec, *, prepare_data: bool = True) -> Experiment:
+  """Opens the data and builds the model, schedule, optimizer and mesh of a run.
 
   Args:
-    config: the run config, already checked by `validation.validate` (every
-      command calls it first, before any work).
-    prepare_data: download (when allowed) and prepare the dataset if needed;
-      False only reads the facts of an already prepared one (evaluation).
+    run: the resolved run spec (`specs.resolve(config)`).
+    prepare_data: prepare (and download, when allowed) a tfds dataset that is
+      not prepared; False only opens a prepared one (evaluation).
   """
-  meta = data.prepare(config) if prepare_data else data.dataset_meta(config)
-  num_classes = config.num_classes or meta.num_classes
-  model = models.create_model(config.model, num_classes=num_classes, dtype=config.dtype,
-                              axis_name=parallel.BATCH_AXIS,
-                              cpu_fast_paths=config.cpu_fast_paths)
-  steps_per_epoch = data.steps_per_epoch(config, meta)
-  total = optim.num_train_steps(config, steps_per_epoch)
-  lr_fn = optim.create_learning_rate_schedule(config, steps_per_epoch)
-  tx = optim.create_optimizer(config, lr_fn)
-  return Experiment(config=config, meta=meta, num_classes=num_classes, model=model,
-                    steps_per_epoch=steps_per_epoch, num_train_steps=total,
-                    learning_rate_fn=lr_fn, tx=tx, mesh=parallel.make_mesh(config))
+  inputs = data.open_input(run.data, prepare=prepare_data)
+  model = models.create_model(run.model, num_classes=inputs.meta.num_classes,
+                              dtype=run.dtype, axis_name=parallel.BATCH_AXIS,
+                              cpu_fast_paths=run.cpu_fast_paths)
+  steps_per_epoch = inputs.steps_per_epoch
+  total = run.loop.total_steps(steps_per_epoch)
+  lr_fn = optim.create_learning_rate_schedule(run.optim, steps_per_epoch, total)
+  tx = optim.create_optimizer(run.optim, lr_fn)
+  return Experiment(run=run, inputs=inputs, model=model, steps_per_epoch=steps_per_epoch,
+                    num_train_steps=total, learning_rate_fn=lr_fn, tx=tx,
+                    mesh=parallel.make_mesh(run.bn_group_size))
 
 
 def _restore_or_initialise(exp: Experiment, ckpt) -> tuple[TrainState, dict]:
@@ -360,20 +370,20 @@ def _restore_or_initialise(exp: Experiment, ckpt) -> tuple[TrainState, dict]:
   from its own checkpoint, not from the pretrained weights again.
   """
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  config = exp.config
+  loop = exp.run.loop
   state = exp.init_state()
   restored = ckpt.restore_latest(state)
   if restored is not None:
     host_state, record = restored
     logging.info('Resumed from step %d (epoch %.2f) of %s', int(host_state.step),
                  record.get('epoch', float('nan')), ckpt.directory)
-    if config.init_from:
+    if loop.init_from:
       logging.info('init_from=%s not used: it only initialises a fresh run.',
-                   config.init_from)
+                   loop.init_from)
     return parallel.replicate(host_state, exp.mesh), record.get('metrics', {})
-  if config.init_from:
-    params, batch_stats = checkpoint.init_from(config.init_from, state,
-                                               skip_head=config.init_from_skip_head)
+  if loop.init_from:
+    params, batch_stats = checkpoint.init_from(loop.init_from, state,
+                                               skip_head=loop.init_from_skip_head)
     state = state.replace(params=parallel.replicate(params, exp.mesh),
                           batch_stats=parallel.replicate(batch_stats, exp.mesh))
   return state, {}
@@ -402,22 +412,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # orbax is imported only by the commands that checkpoint.
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
 
-  validation.validate(config)
+  run = specs.resolve(config)
   # The workdir before the data: it is locked and its config checked first.
   run_dir = workdir_lib.open_run(workdir, config, allow_config_change=allow_config_change)
   with run_dir:
-    exp = setup_experiment(config)
+    exp = setup_experiment(run)
     start = time.perf_counter()
     compiled_step = exp.compile_train_step()
     compile_s = time.perf_counter() - start
     eval_step_fn = exp.eval_step()
     is_main = jax.process_index() == 0
-    ckpt = checkpoint.CheckpointManager(workdir, config)
+    ckpt = checkpoint.CheckpointManager(workdir, keep=run.loop.keep_checkpoints)
     writer = metric_writers.MetricWriter(workdir, enabled=is_main)
     try:
       state, resumed_metrics = _restore_or_initialise(exp, ckpt)
       start_step = int(parallel.to_host(state.step))
-      run_dir.record_config(_resolved(exp), start_step)
+      run_dir.record_config(_resolved(config, exp.meta), start_step)
       result = _loop(exp, compiled_step, eval_step_fn, state, start_step, ckpt, writer,
                      resumed_metrics)
     finally:
@@ -429,12 +439,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return result
 
 
-def _resolved(exp: Experiment) -> ml_collections.ConfigDict:
+def _resolved(config: ml_collections.ConfigDict,
+              meta: data.DatasetMeta) -> ml_collections.ConfigDict:
   """The config with what was read from the data filled in (config.json)."""
-  resolved = exp.config.copy_and_resolve_references()
+  resolved = config.copy_and_resolve_references()
   with resolved.unlocked():
-    resolved.num_classes = exp.num_classes
-    resolved.image_size = int(exp.meta.image_shape[0])
+    resolved.num_classes = meta.num_classes
+    resolved.image_size = int(meta.image_shape[0])
+    resolved.mean, resolved.std = meta.mean, meta.std
   return resolved
 
 
@@ -446,7 +458,7 @@ def _announce(signum: int) -> None:
 def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
           start_step: int, ckpt, writer, resumed_metrics: dict) -> dict[str, Any]:
   """The training loop proper: step, log, evaluate, checkpoint, stop on a signal."""
-  config = exp.config
+  loop = exp.run.loop
   total = exp.num_train_steps
   every = functools.partial(progress.itstime, total=total,
                             steps_per_epoch=exp.steps_per_epoch)
@@ -457,9 +469,9 @@ def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
   if start_step >= total:
     logging.info('Nothing to do: the checkpoint at step %d already reached '
                  'num_train_steps=%d.', start_step, total)
-  train_iter = data.create_train_iter(config, exp.meta, exp.mesh, start_step=start_step)
+  train_iter = exp.inputs.train_batches(exp.mesh, start_step=start_step)
   log = progress.TrainLog(writer, total=total, start_step=start_step,
-                          batch_size=config.batch_size,
+                          batch_size=exp.run.data.batch_size,
                           steps_per_epoch=exp.steps_per_epoch,
                           enabled=jax.process_index() == 0)
   last = {**resumed_metrics, 'step': start_step, 'preempted': False}
@@ -468,24 +480,23 @@ def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
   try:
     with signals.SignalFlag(second_interrupt_raises=True, on_signal=_announce) as preemption:
       while step < total:
-        with memory.explain_out_of_memory(config, exp.model, exp.mesh):
+        with memory.explain_out_of_memory(exp.step_info()):
           state, metrics = compiled_step(state, next(train_iter))
         step += 1
         log.append(step, metrics)
-        if step == start_step + 1 or every(step, config.log_every_steps):
+        if step == start_step + 1 or every(step, loop.log_every_steps):
           last.update(log.flush(step))  # The only host sync of the loop.
         # Across hosts the flag needs a collective: only at logging steps there.
-        if jax.process_count() == 1 or every(step, config.log_every_steps):
+        if jax.process_count() == 1 or every(step, loop.log_every_steps):
           if parallel.any_process(preemption.received is not None):
             stopped_by = preemption.received or 'a preemption on another process'
         eval_metrics = None
-        if every(step, config.eval_every_steps):
+        if every(step, loop.eval_every_steps):
           last.update(log.flush(step))
-          eval_metrics = evaluate(eval_step_fn, state,
-                                  data.create_eval_iter(config, exp.meta, exp.mesh))
+          eval_metrics = evaluate(eval_step_fn, state, exp.inputs.eval_batches(exp.mesh))
           log.write_eval(step, eval_metrics)
           last.update(eval_metrics)
-        if every(step, config.checkpoint_every_steps) or stopped_by:
+        if every(step, loop.checkpoint_every_steps) or stopped_by:
           last.update(log.flush(step))  # Never checkpoint a state whose loss went non-finite.
           # All processes call save (orbax synchronises them); the state is
           # replicated, and process 0 writes the files.
@@ -495,6 +506,7 @@ def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
           break
     last.update(log.flush(step))
   finally:
+    train_iter.close()  # Stops the loader's worker processes.
     log.close()
   last['step'] = step
   if stopped_by:

@@ -41,7 +41,7 @@ CHECKPOINTS = 'checkpoints'
 # how it is launched, how it evaluates. None of them changes what is trained.
 RESUMABLE_CHANGES = frozenset({
     'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-    'keep_checkpoints', 'num_eval_batches', 'prefetch_batches', 'data_dir',
+    'keep_checkpoints', 'num_eval_batches', 'prefetch_batches', 'num_workers', 'data_dir',
     'manual_dir', 'download', 'distributed', 'coordinator_address', 'num_processes',
     'process_id', 'init_from', 'init_from_skip_head', 'eval_resize',
 })
@@ -220,11 +220,12 @@ def _comparable(config: ml_collections.ConfigDict,
                 previous: Mapping[str, Any]) -> dict[str, Any]:
   """The config as config.json would record it, for comparison with `previous`.
 
-  config.json holds the resolved num_classes and image_size (from the data);
-  a config that leaves them at 0 (from the data) compares as the recorded value.
+  config.json holds the resolved num_classes, image_size, mean and std (from
+  the data); a config that leaves them unset (0 or (): from the data)
+  compares as the recorded value.
   """
   current = json.loads(config.to_json_best_effort())
-  for key in ('num_classes', 'image_size'):
+  for key in ('num_classes', 'image_size', 'mean', 'std'):
     if not current.get(key) and key in previous:
       current[key] = previous[key]
   return current

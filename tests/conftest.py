@@ -69,6 +69,6 @@ def child_env(compile_cache) -> Callable[..., dict[str, str]]:
   code with compile_cache's settings and cache, plus `extra` variables."""
 
   def env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, **compile_cache, PYTHONPATH=REPO_ROOT, **extra)
+    return {**os.environ, **compile_cache, 'PYTHONPATH': REPO_ROOT, **extra}
 
   return env

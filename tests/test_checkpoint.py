@@ -26,7 +26,7 @@ from resnet_jax import configlib
 from resnet_jax import metric_writers
 from resnet_jax import parallel
 from resnet_jax import train
-from resnet_jax import validation
+from resnet_jax import specs
 from resnet_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +35,7 @@ CONFIG = 'configs/fake_data.py:model=cifar20'
 # the step from fold_in(rng, step): a resumed run must continue the RNG exactly.
 TINY = {'model.depth': 8, 'image_size': 16, 'batch_size': 16, 'eval_batch_size': 16,
         'num_eval_batches': 2, 'log_every_steps': 1, 'warmup_steps': 0,
-        'on_device_data': True, 'augment': 'cifar'}
+        'placement': 'device', 'augment': 'cifar'}
 
 
 # Unoptimised XLA and a compilation cache shared with the subprocesses (child_env).
@@ -70,10 +70,8 @@ def toy_template() -> dict:
   return jax.tree.map(np.zeros_like, toy_state(0))
 
 
-def manager(workdir, **overrides) -> checkpoint.CheckpointManager:
-  config = configlib.load(os.path.join(REPO, CONFIG),
-                          {'keep_checkpoints': 3, 'checkpoint_every_steps': 1, **overrides})
-  return checkpoint.CheckpointManager(str(workdir), config)
+def manager(workdir, keep_checkpoints: int = 3) -> checkpoint.CheckpointManager:
+  return checkpoint.CheckpointManager(str(workdir), keep=keep_checkpoints)
 
 
 def save_toy(mngr, step, top1=None):
@@ -85,7 +83,7 @@ def save_toy(mngr, step, top1=None):
 
 
 def test_save_restore_round_trip_of_a_train_state(tmp_path):
-  exp = train.setup_experiment(tiny_config())
+  exp = train.setup_experiment(specs.resolve(tiny_config()))
   fresh = exp.init_state()
   state = fresh.replace(step=jax.numpy.int32(5),
                         params=jax.tree.map(lambda x: x + 1.5, fresh.params))
@@ -130,9 +128,9 @@ def test_keeps_the_last_k_and_the_best_across_restarts(tmp_path):
 
 def test_invalid_checkpoint_settings_are_config_errors():
   with pytest.raises(ConfigError, match='keep_checkpoints=0'):
-    validation.validate(tiny_config(keep_checkpoints=0))
+    specs.resolve(tiny_config(keep_checkpoints=0))
   with pytest.raises(ConfigError, match='checkpoint_every_steps=0'):
-    validation.validate(tiny_config(checkpoint_every_steps=0))
+    specs.resolve(tiny_config(checkpoint_every_steps=0))
 
 
 # --- Corrupt checkpoints ---------------------------------------------------------
@@ -192,12 +190,13 @@ def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog, h
 
 
 def test_restoring_into_another_architecture_names_the_mismatches(tmp_path):
-  exp = train.setup_experiment(tiny_config())
+  exp = train.setup_experiment(specs.resolve(tiny_config()))
   mngr = manager(tmp_path)
   mngr.save(1, exp.init_state(), epoch=0.0, metrics={})
   mngr.close()
 
-  narrow = train.setup_experiment(tiny_config(**{'model.base_width': 8})).init_state()
+  narrow = train.setup_experiment(
+      specs.resolve(tiny_config(**{'model.base_width': 8}))).init_state()
   mngr = manager(tmp_path)
   with pytest.raises(ConfigError) as e:
     mngr.restore_latest(narrow)
@@ -207,7 +206,8 @@ def test_restoring_into_another_architecture_names_the_mismatches(tmp_path):
   assert str(tmp_path / 'checkpoints' / '1') in message
   assert mngr.all_steps() == [1]  # A mismatch is not corruption: nothing moved.
 
-  deeper = train.setup_experiment(tiny_config(**{'model.depth': 14})).init_state()
+  deeper = train.setup_experiment(
+      specs.resolve(tiny_config(**{'model.depth': 14}))).init_state()
   with pytest.raises(ConfigError) as e:
     mngr.restore_latest(deeper)
   assert 'missing in checkpoint: params/stage1/block2/conv1/kernel' in str(e.value)
@@ -224,14 +224,14 @@ def test_restoring_into_another_architecture_names_the_mismatches(tmp_path):
 
 
 def test_init_from_loads_weights_and_leaves_out_a_resized_head(tmp_path):
-  source = train.setup_experiment(tiny_config()).init_state()
+  source = train.setup_experiment(specs.resolve(tiny_config())).init_state()
   source = source.replace(params=jax.tree.map(lambda x: x + 1.0, source.params),
                           step=jax.numpy.int32(7))
   mngr = manager(tmp_path)
   mngr.save(7, source, epoch=0.0, metrics={})
   mngr.close()
 
-  target = train.setup_experiment(tiny_config(num_classes=7)).init_state()
+  target = train.setup_experiment(specs.resolve(tiny_config(num_classes=7))).init_state()
   params, batch_stats = checkpoint.init_from(str(tmp_path), target, skip_head=True)
   assert leaves_equal(batch_stats, parallel.to_host(source.batch_stats))
   for key, value in checkpoint.flatten(params).items():

@@ -1,7 +1,7 @@
 """End-to-end checks with the trainer: real CIFAR-10 data, and two JAX processes.
 
 * A CIFAR ResNet-8 trained 200 steps (batch 64) on the CIFAR-10 JPEG copy,
-  prepared from its .tar.gz as a folder dataset, reaches >= 35 % test top-1
+  indexed from its .tar.gz as a folder dataset, reaches >= 35 % test top-1
   (about 41 % measured; chance is 10 %). Skipped where the copy is absent.
 * Two JAX processes on this machine (4 virtual CPU devices each, gloo
   collectives, one mesh over all 8 devices): their eval shards are disjoint and
@@ -32,8 +32,8 @@ def test_cifar_resnet_learns_from_the_jpeg_copy(tmp_path):
   from resnet_jax import train
   config = configlib.load(os.path.join(ROOT, 'configs', 'cifar10.py'), {
       'dataset': f'folder:{CIFAR_COPY}',
-      # Set RESNET_JAX_TEST_DATA_DIR to keep the prepared copy between runs.
-      'data_dir': os.environ.get('RESNET_JAX_TEST_DATA_DIR', str(tmp_path / 'tfds')),
+      # Set RESNET_JAX_TEST_DATA_DIR to keep the index between runs.
+      'data_dir': os.environ.get('RESNET_JAX_TEST_DATA_DIR', str(tmp_path / 'data')),
       'download': False, 'model.depth': 8, 'batch_size': 64, 'eval_batch_size': 500,
       'num_train_steps': 200, 'warmup_steps': 20, 'learning_rate': 3e-3,
       'eval_every_steps': 200, 'log_every_steps': 50})
@@ -117,18 +117,18 @@ def _worker(tmp, index: int, count: int, coordinator: str, mode: str) -> None:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=count,
                                process_id=index)
-  from resnet_jax import data
   from resnet_jax import metric_writers
   from resnet_jax import parallel
+  from resnet_jax import specs
   from resnet_jax import train
   from test_data import image_ids, make_config
-  config = make_config(dataset=f'folder:{tmp}/src', data_dir=f'{tmp}/tfds',
+  config = make_config(dataset=f'folder:{tmp}/src', data_dir=f'{tmp}/data',
                        augment='none', batch_size=8, eval_batch_size=8,
                        num_classes=10, **{'model.depth': 8, 'model.family': 'cifar'})
   if mode == 'train':
-    # Crop + flip inside the step from the per-device rng: the device layout
-    # must not change what is computed.
-    for key, value in {'augment': 'cifar', 'on_device_data': True, 'optimizer': 'sgd',
+    # Crop + flip inside the step, per example: the device layout must not
+    # change what is computed.
+    for key, value in {'augment': 'cifar', 'placement': 'device', 'optimizer': 'sgd',
                        'learning_rate': 0.05, 'num_train_steps': 4, 'warmup_steps': 0,
                        'log_every_steps': 1, 'eval_every_steps': 4}.items():
       config[key] = value
@@ -140,14 +140,14 @@ def _worker(tmp, index: int, count: int, coordinator: str, mode: str) -> None:
                                  if isinstance(v, (int, float))},
                       'losses': [r['train_loss'] for r in rows if 'train_loss' in r]}))
     return
-  exp = train.setup_experiment(config)  # Both processes may prepare: they lock.
+  # Both processes may index the folder: they lock.
+  exp = train.setup_experiment(specs.resolve(config))
   ids, num_batches = [], 0
-  for batch in data.create_eval_iter(config, exp.meta, exp.mesh):
+  for batch in exp.inputs.eval_batches(exp.mesh):
     images, mask = parallel.local_rows(batch['image']), parallel.local_rows(batch['mask'])
     ids += image_ids(images)[mask].tolist()
     num_batches += 1
-  metrics = train.evaluate(exp.eval_step(), exp.init_state(),
-                           data.create_eval_iter(config, exp.meta, exp.mesh))
+  metrics = train.evaluate(exp.eval_step(), exp.init_state(), exp.inputs.eval_batches(exp.mesh))
   print(json.dumps({'ids': ids, 'num_batches': num_batches, 'metrics': metrics}))
 
 

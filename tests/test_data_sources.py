@@ -1,14 +1,19 @@
-"""Tests of registered tfds datasets: info-driven meta, offline behaviour, manual_dir.
+"""Registered tfds datasets: offline behaviour, manual_dir, array_record, no TensorFlow.
 
 No test reaches the network: the download host is made unresolvable (or
 slow) by patching `socket.getaddrinfo`, and tfds' own download path is
-patched to fail the test if anything calls it.
+patched to fail the test if anything calls it. Preparing a tfds dataset needs
+TensorFlow (installed for the tests); reading it, training and evaluating on
+it must not (checked in a subprocess where `import tensorflow` fails).
 """
 
 import hashlib
 import io
+import json
 import os
 import socket
+import subprocess
+import sys
 import tarfile
 import time
 
@@ -19,8 +24,9 @@ import tensorflow_datasets as tfds
 
 from resnet_jax import configlib
 from resnet_jax import data
+from resnet_jax import parallel
+from resnet_jax.data import tfds_source
 from resnet_jax.errors import ConfigError
-from resnet_jax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,6 +36,36 @@ def make_config(**overrides):
   for key, value in overrides.items():
     configlib.apply_override(config, key, value)
   return config
+
+
+def open_input(prepare=False, **overrides):
+  return data.open_input(data.resolve(make_config(num_workers=0, **overrides)),
+                         prepare=prepare)
+
+
+class TinyGrey(tfds.core.GeneratorBasedBuilder):
+  """20 train / 7 test greyscale 8x8 images, label i % 3, pixel value i."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'image': tfds.features.Image(shape=(8, 8, 1)),
+        'label': tfds.features.ClassLabel(names=['a', 'b', 'c'])}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(20, 0), 'test': self._generate_examples(7, 20)}
+
+  def _generate_examples(self, n=0, first=0):
+    for i in range(first, first + n):
+      yield i, {'image': np.full((8, 8, 1), i, np.uint8), 'label': i % 3}
+
+
+@pytest.fixture(scope='module')
+def tiny_grey(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  TinyGrey(data_dir=data_dir, file_format='array_record').download_and_prepare()
+  return data_dir
 
 
 @pytest.fixture
@@ -44,11 +80,38 @@ def offline(monkeypatch):
   monkeypatch.setattr(downloader._Downloader, 'download', no_download)
 
 
+def test_a_prepared_dataset_is_read_as_rgb_batches(tiny_grey):
+  inputs = open_input(dataset='tiny_grey', data_dir=tiny_grey, batch_size=4,
+                      eval_batch_size=4, augment='none', train_split='train[:16]')
+  meta = inputs.meta
+  assert (meta.num_classes, meta.image_shape, meta.num_train, meta.num_eval) == (
+      3, (8, 8, 3), 16, 7)
+  assert meta.class_names == ('a', 'b', 'c') and meta.mean == (0.485, 0.456, 0.406)
+  # Encoded (PNG) records of one size: decoded once and kept on the devices.
+  assert inputs.resident and not inputs.dataset.decoded
+  mesh = parallel.make_mesh()
+  batch = jax.tree.map(np.asarray, next(inputs.train_batches(mesh)))
+  assert batch['image'].shape == (4, 8, 8, 3)
+  values = batch['image'][:, 0, 0, 0].astype(int)
+  np.testing.assert_array_equal(batch['image'][..., 0], batch['image'][..., 2])
+  assert batch['label'].tolist() == (values % 3).tolist() and values.max() < 20
+  seen = []
+  for b in inputs.eval_batches(mesh):
+    b = jax.tree.map(np.asarray, b)
+    seen += b['image'][b['mask'], 0, 0, 0].tolist()
+  assert sorted(seen) == list(range(20, 27))
+
+
+def test_a_tfrecord_dataset_names_the_conversion(tmp_path):
+  TinyGrey(data_dir=str(tmp_path), file_format='tfrecord').download_and_prepare()
+  with pytest.raises(ConfigError, match='tfds convert_format'):
+    open_input(dataset='tiny_grey', data_dir=str(tmp_path), augment='none')
+
+
 def test_unprepared_dataset_fails_within_seconds_offline(tmp_path, offline):
-  config = make_config(dataset='cifar10', data_dir=str(tmp_path), download=True)
   start = time.time()
   with pytest.raises(ConfigError) as err:
-    data.prepare(config)
+    open_input(dataset='cifar10', data_dir=str(tmp_path), download=True, prepare=True)
   assert time.time() - start < 10
   message = str(err.value)
   for hint in ('not reachable', 'www.cs.toronto.edu', 'cifar-10-binary.tar.gz',
@@ -56,35 +119,33 @@ def test_unprepared_dataset_fails_within_seconds_offline(tmp_path, offline):
     assert hint in message, (hint, message)
 
 
-def test_download_disallowed_and_dataset_meta_fail_at_once(tmp_path, monkeypatch):
-  # dataset_meta never downloads, even with the network up.
-  monkeypatch.setattr(sources, '_reachable', lambda host: True)
+def test_download_disallowed_and_reading_fail_at_once(tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds_source, '_reachable', lambda host: True)
   def no_prepare(*args, **kwargs):
     raise AssertionError('download_and_prepare called')
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_prepare)
-  for download, call in ((False, data.prepare), (True, data.dataset_meta),
-                         (False, data.dataset_meta)):
-    config = make_config(dataset='cifar10', data_dir=str(tmp_path), download=download)
+  for download, prepare in ((False, True), (True, False), (False, False)):
     start = time.time()
     with pytest.raises(ConfigError, match='not prepared') as err:
-      call(config)
+      open_input(dataset='cifar10', data_dir=str(tmp_path), download=download,
+                 prepare=prepare)
     assert time.time() - start < 5
     assert '--config.manual_dir' in str(err.value)
 
 
 def test_probe_gives_up_on_a_hanging_resolver(monkeypatch):
-  monkeypatch.setattr(sources, 'PROBE_TIMEOUT_S', 0.5)
   monkeypatch.setattr(socket, 'getaddrinfo', lambda *a, **k: time.sleep(30))
   start = time.time()
-  assert not sources._reachable('example.org', timeout=0.5)
+  assert not tfds_source._reachable('example.org', timeout=0.5)
   assert time.time() - start < 2
 
 
 def test_unknown_dataset_and_manual_only_dataset(tmp_path):
   with pytest.raises(ConfigError, match='unknown dataset'):
-    data.dataset_meta(make_config(dataset='no_such_dataset_xyz', data_dir=str(tmp_path)))
+    open_input(dataset='no_such_dataset_xyz', data_dir=str(tmp_path))
   with pytest.raises(ConfigError, match='ILSVRC2012_img_train.tar') as err:
-    data.prepare(make_config(dataset='imagenet2012', data_dir=str(tmp_path)))
+    open_input(dataset='imagenet2012', data_dir=str(tmp_path), prepare=True,
+               augment='imagenet')
   assert '--config.manual_dir' in str(err.value)
 
 
@@ -117,64 +178,62 @@ def test_offline_preparation_from_manual_dir(tmp_path, offline, monkeypatch):
   builder_cls = tfds.builder_cls('cifar10')
   (url, real), = builder_cls.url_infos.items()
   assert real.filename == 'cifar-10-binary.tar.gz'  # What the README tells users.
-  config = make_config(dataset='cifar10', data_dir=str(tmp_path / 'tfds'),
-                       manual_dir=str(manual), download=False, batch_size=4,
-                       eval_batch_size=4)
+  settings = dict(dataset='cifar10', data_dir=str(tmp_path / 'tfds'),
+                  manual_dir=str(manual), download=False, batch_size=4)
   # tfds checks the archive against its registered checksum: ours is not the
   # real file, so it is refused with an actionable error ...
   with pytest.raises(ConfigError, match='checksum'):
-    data.dataset_meta(config)
+    open_input(prepare=True, **settings)
   # ... and accepted once the registered checksum is that of our file.
   content = archive.read_bytes()
-  fake_info = tfds.core.download.checksums.UrlInfo(
+  monkeypatch.setattr(builder_cls, 'url_infos', {url: tfds.core.download.checksums.UrlInfo(
       size=len(content), checksum=hashlib.sha256(content).hexdigest(),
-      filename='cifar-10-binary.tar.gz')
-  monkeypatch.setattr(builder_cls, 'url_infos', {url: fake_info})
-  meta = data.dataset_meta(config)
-  assert meta == data.DatasetMeta(num_classes=10, image_shape=(32, 32, 3),
-                                  num_train=30, num_eval=6, train_split='train',
-                                  eval_split='test', name='cifar10')
-  batch = jax.tree.map(np.asarray, next(data.create_train_iter(config, meta)))
+      filename='cifar-10-binary.tar.gz')})
+  inputs = open_input(prepare=True, **settings)
+  meta = inputs.meta
+  assert (meta.num_classes, meta.image_shape, meta.num_train, meta.num_eval) == (
+      10, (32, 32, 3), 30, 6)
+  assert meta.mean == (0.4914, 0.4822, 0.4465)  # CIFAR-10's own statistics.
+  batch = jax.tree.map(np.asarray, next(inputs.train_batches(parallel.make_mesh())))
   assert batch['image'].shape == (4, 32, 32, 3)
 
 
-def _mock_metadata(data_dir, num_train: int, num_test: int, name='cifar10') -> None:
-  """Writes a dataset_info with the given split sizes (for mock_data)."""
-  builder = tfds.builder(name, data_dir=str(data_dir))
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name='train', shard_lengths=[num_train], num_bytes=0),
-      tfds.core.SplitInfo(name='test', shard_lengths=[num_test], num_bytes=0),
-  ]))
-  os.makedirs(builder.data_dir, exist_ok=True)
-  builder.info.write_to_directory(builder.data_dir)
+# A package named tensorflow whose import fails: `import tensorflow` raises in
+# the subprocess, as where TensorFlow is not installed.
+_NO_TF = 'raise ImportError("TensorFlow is not available in this test")\n'
 
 
-def test_registered_dataset_meta_and_batches_from_mock_data(tmp_path):
-  _mock_metadata(tmp_path, num_train=64, num_test=20)
-  config = make_config(dataset='cifar10', data_dir=str(tmp_path), batch_size=16,
-                       eval_batch_size=8, train_split='train[:48]')
-  with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_FILES,
-                              data_dir=str(tmp_path)):
-    meta = data.dataset_meta(config)
-    assert meta == data.DatasetMeta(
-        num_classes=10, image_shape=(32, 32, 3), num_train=48, num_eval=20,
-        train_split='train[:48]', eval_split='test', name='cifar10')
-    assert data.steps_per_epoch(config, meta) == 3
-    batch = jax.tree.map(np.asarray, next(data.create_train_iter(config, meta)))
-    assert batch['image'].shape == (16, 32, 32, 3) and batch['image'].dtype == np.uint8
-    assert batch['label'].dtype == np.int32 and batch['label'].max() < 10
-    evals = list(data.create_eval_iter(config, meta))
-    assert len(evals) == 3  # ceil(20 / 8), the count comes from the info.
-
-
-def test_greyscale_dataset_is_fed_as_rgb(tmp_path):
-  _mock_metadata(tmp_path, num_train=32, num_test=8, name='mnist')
-  config = make_config(dataset='mnist', data_dir=str(tmp_path), batch_size=8,
-                       augment='none', train_split='train[:32]')
-  with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_FILES,
-                              data_dir=str(tmp_path)):
-    meta = data.dataset_meta(config)
-    assert meta.image_shape == (28, 28, 3) and meta.num_classes == 10
-    batch = jax.tree.map(np.asarray, next(data.create_train_iter(config, meta)))
-    assert batch['image'].shape == (8, 28, 28, 3)
-    np.testing.assert_array_equal(batch['image'][..., 0], batch['image'][..., 2])
+def test_train_evaluate_and_benchmarks_run_without_tensorflow(tiny_grey, tmp_path, child_env):
+  shadow = tmp_path / 'no_tf' / 'tensorflow'
+  shadow.mkdir(parents=True)
+  (shadow / '__init__.py').write_text(_NO_TF)
+  folder = tmp_path / 'src'
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from test_data import write_folder  # pylint: disable=g-import-not-at-top
+  write_folder(str(folder), {'train': 16, 'test': 8})
+  env = child_env(PYTHONPATH=f'{shadow.parent}{os.pathsep}{ROOT}')
+  model = ['--config=configs/cifar10.py', '--config.model.depth=8',
+           '--config.batch_size=4', '--config.num_train_steps=2',
+           '--config.log_every_steps=1', '--config.num_workers=1',
+           '--config.warmup_steps=0']
+  runs = {
+      'tfds': [sys.executable, '-m', 'resnet_jax.main', *model, '--config.dataset=tiny_grey',
+               f'--config.data_dir={tiny_grey}', '--config.placement=host',
+               f'--workdir={tmp_path / "tfds_run"}'],
+      'folder': [sys.executable, '-m', 'resnet_jax.main', *model,
+                 f'--config.dataset=folder:{folder}', f'--config.data_dir={tmp_path / "d"}',
+                 f'--workdir={tmp_path / "folder_run"}'],
+      'evaluate': [sys.executable, '-m', 'resnet_jax.evaluate',
+                   f'--checkpoint={tmp_path / "tfds_run"}'],
+      'benchmark': [sys.executable, '-m', 'resnet_jax.benchmark',
+                    '--config=configs/fake_data.py:model=cifar20', '--config.model.depth=8',
+                    '--batch_size=4', '--steps=1', '--warmup=1'],
+  }
+  outputs = {}
+  for name, command in runs.items():
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, (name, out.stderr[-3000:])
+    outputs[name] = out.stdout
+  assert json.loads(outputs['evaluate'].splitlines()[-1])['eval_count'] == 7
+  assert json.loads(outputs['benchmark'].splitlines()[-1])['tensorflow_imported'] is False

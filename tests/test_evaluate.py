@@ -18,7 +18,7 @@ CONFIG = 'configs/fake_data.py:model=cifar20'
 TINY = {'model.depth': 8, 'image_size': 16, 'batch_size': 16, 'eval_batch_size': 1000,
         'num_eval_batches': -1, 'log_every_steps': 1, 'warmup_steps': 0,
         'num_train_steps': 2, 'checkpoint_every_steps': 1, 'eval_every_steps': 100_000,
-        'on_device_data': True, 'augment': 'cifar'}
+        'placement': 'device', 'augment': 'cifar'}
 # Unoptimised XLA and a compilation cache shared with the subprocesses (child_env).
 pytestmark = pytest.mark.usefixtures('compile_cache')
 

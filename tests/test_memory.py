@@ -7,6 +7,7 @@ import pytest
 
 from resnet_jax import configlib
 from resnet_jax import memory
+from resnet_jax import specs
 from resnet_jax import train
 from resnet_jax.errors import ConfigError
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures('fast_compile')
 def tiny_experiment(**overrides):
   config = configlib.load(os.path.join(REPO, 'configs/fake_data.py:model=cifar20'), {
       'model.depth': 8, 'image_size': 16, 'batch_size': 32, **overrides})
-  return train.setup_experiment(config)
+  return train.setup_experiment(specs.resolve(config))
 
 
 def test_a_step_larger_than_the_device_is_refused_after_compiling(monkeypatch):
@@ -54,9 +55,9 @@ def test_an_allocation_failure_at_run_time_is_one_line():
   with pytest.raises(ConfigError, match=r'^out of memory running the train step of '
                      r'cifar-resnet8 at batch 32 .*RESOURCE_EXHAUSTED: Out of memory '
                      r'allocating 123 bytes\. Use a smaller --config\.batch_size'):
-    with memory.explain_out_of_memory(exp.config, exp.model, exp.mesh):
+    with memory.explain_out_of_memory(exp.step_info()):
       raise jax.errors.JaxRuntimeError(
           'RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes\nmore detail')
   with pytest.raises(jax.errors.JaxRuntimeError, match='INTERNAL'):  # Other errors pass.
-    with memory.explain_out_of_memory(exp.config, exp.model, exp.mesh):
+    with memory.explain_out_of_memory(exp.step_info()):
       raise jax.errors.JaxRuntimeError('INTERNAL: something else')

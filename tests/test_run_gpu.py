@@ -2,9 +2,8 @@
 
 The real script and CLIs with DRY_RUN=1 (tiny models and steps), on a machine
 made to look like the GPU one: TensorFlow cannot be imported, ml_collections
-only from the folder `prepare` fills (it travels with the code), and the
-CIFAR stage trains on a tiny JPEG archive laid out like the CIFAR-10 copy,
-read with PIL. Checks that every stage leaves its row, that the table is
+and grain only from the folder `prepare` fills (it travels with the code), and
+the CIFAR stage trains on a tiny JPEG archive laid out like the CIFAR-10 copy. Checks that every stage leaves its row, that the table is
 written, that the training stage is stopped by SIGTERM with a checkpoint and
 that the next call resumes it, and that stages without time are skipped.
 """
@@ -12,6 +11,7 @@ that the next call resumes it, and that stages without time are skipped.
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import time
 
@@ -22,7 +22,8 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'benchmarks', 'run_gpu.sh')
 
-# sys.path's finder, blind to TensorFlow and to ml_collections outside the deps.
+# sys.path's finder, blind to TensorFlow, and to ml_collections, grain and
+# what grain needs that the GPU machine lacks outside the deps.
 _LIKE_THE_GPU_MACHINE = '''
 import importlib.machinery, os, sys
 
@@ -32,9 +33,9 @@ class _LikeTheGpuMachine(importlib.machinery.PathFinder):
   def find_spec(cls, name, path=None, target=None):
     if name.split('.')[0] in ('tensorflow', 'tensorflow_datasets'):
       return None
-    if name == 'ml_collections':
+    if name in ('ml_collections', 'grain', 'cloudpickle', 'portpicker', 'array_record'):
       deps = os.path.abspath(os.environ['RUN_GPU_TEST_DEPS'])
-      path = [p for p in sys.path if p and os.path.abspath(p) == deps]
+      path = [p for p in sys.path if p and os.path.abspath(p).startswith(deps)]
     return super().find_spec(name, path, target)
 
 sys.meta_path[:] = [_LikeTheGpuMachine if f is importlib.machinery.PathFinder else f
@@ -60,11 +61,10 @@ def window(tmp_path_factory, child_env):
   (tmp / 'shim').mkdir()
   (tmp / 'shim' / 'sitecustomize.py').write_text(_LIKE_THE_GPU_MACHINE)
   tiny_cifar(str(tmp / 'cifar_tiny.tar.gz'))
-  import sys  # pylint: disable=g-import-not-at-top
   env = dict(child_env(
       PYTHON=sys.executable, DRY_RUN='1', TMPDIR=str(tmp),
       CIFAR=str(tmp / 'cifar_tiny.tar.gz'), DATA_DIR=str(tmp / 'data'),
-      DEPS=str(tmp / 'deps'), RUN_GPU_TEST_DEPS=str(tmp / 'deps'),
+      DEPS=str(tmp / 'deps'), RUN_GPU_TEST_DEPS=str(tmp / 'deps'), PREPARE_PYTHONS='',
       TRAIN_MAX_S='15', MAX_CANDIDATES='1'), PYTHONPATH=str(tmp / 'shim'))
   out = str(tmp / 'out')
 
@@ -83,12 +83,15 @@ def window(tmp_path_factory, child_env):
   return run
 
 
-def test_prepare_bundles_ml_collections(window):
-  # Here, where ml_collections is installed (no shim on the path).
+def test_prepare_bundles_ml_collections_and_grain(window):
+  # Here, where they are installed (no shim on the path).
   rc, log, _, _ = window('prepare', 60, outdir=None, PYTHONPATH=ROOT)
   assert rc == 0, log
-  assert os.path.exists(window.tmp / 'deps' / 'ml_collections' / 'config_flags' / '__init__.py')
-  assert os.path.exists(window.tmp / 'deps' / 'yaml' / '__init__.py')
+  deps = window.tmp / 'deps'
+  assert os.path.exists(deps / 'common' / 'ml_collections' / 'config_flags' / '__init__.py')
+  assert os.path.exists(deps / 'common' / 'yaml' / '__init__.py')
+  version = 'py%d%d' % sys.version_info[:2]
+  assert os.path.exists(deps / version / 'grain' / '__init__.py')
   assert 'travels: code' in log and 'of 64 MiB' in log
 
 
@@ -100,11 +103,14 @@ def test_all_then_the_next_window_resumes_training(window):
   assert rc == 0, log[-4000:]
   assert seconds < deadline, log[-4000:]
   by_tag = {r['tag']: r for r in rows}
-  assert list(by_tag)[:6] == ['env', 'r50_bf16_b16', 'r50_bf16_b32', 'paper_f32', 'paper_bf16',
-                              'train_c20_paper'], log[-4000:]
+  assert list(by_tag)[:7] == ['env', 'r50_bf16_b16', 'r50_bf16_b32', 'paper_f32', 'paper_bf16',
+                              'pipeline_imagenet_train_resnet_jax_w1', 'train_c20_paper'
+                              ], log[-4000:]
+  assert by_tag['pipeline_imagenet_train_resnet_jax_w1']['images_per_sec'] > 0
   env = by_tag['env']
   assert env['tensorflow_installed'] is False and env['tensorflow_imported'] is False
-  assert env['jax_version'] and env['ml_collections_version'] and env['device'] == 'cpu'
+  assert env['jax_version'] and env['ml_collections_version'] and env['grain_version']
+  assert env['device'] == 'cpu'
   for tag in ('r50_bf16_b16', 'r50_bf16_b32', 'paper_f32', 'paper_bf16'):
     row = by_tag[tag]
     assert 'error' not in row, row
@@ -124,9 +130,10 @@ def test_all_then_the_next_window_resumes_training(window):
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(train['end_step'])))
   with open(os.path.join(window.out, 'results.md')) as f:
     table = f.read()
-  for text in ('Device: cpu', '| r50_bf16_b16 | bfloat16 | 16 |', '| train_c20_paper | stopped'):
+  for text in ('Device: cpu', '| r50_bf16_b16 | bfloat16 | 16 |', '| train_c20_paper | stopped',
+               '| pipeline_imagenet_train_resnet_jax_w1 |'):
     assert text in table, table
-  # TensorFlow stayed out of the training run, which read the JPEGs with PIL.
+  # The training run indexed the JPEG archive (without TensorFlow).
   arrays = os.listdir(window.tmp / 'data')
   assert any(name.startswith('folder_cifar_tiny_') for name in arrays), arrays
 
@@ -141,6 +148,6 @@ def test_stages_without_time_are_skipped(window, tmp_path):
   rc, log, rows, seconds = window('all', 3, outdir=str(tmp_path / 'out'))
   assert rc == 0, log[-4000:]
   skipped = [r['tag'] for r in rows if 'skipped' in r]
-  assert skipped == ['r50_bf16_b16', 'paper_f32', 'train_c20_paper'], rows
+  assert skipped == ['r50_bf16_b16', 'paper_f32', 'pipeline', 'train_c20_paper'], rows
   assert all('before the 3 s deadline' in r['skipped'] for r in rows if 'skipped' in r)
   assert seconds < 30

@@ -85,21 +85,17 @@ def test_cifar56_table():
     assert needle in text
 
 
-def test_input_spec_needs_no_data():
-  config = configlib.load(os.path.join(REPO, 'configs', 'r50.py'))
-  assert config.image_size == 224 and config.num_classes == 0
+def test_input_shape_needs_no_data():
+  shape = lambda path, **o: data.input_shape(data.resolve(configlib.load(
+      os.path.join(REPO, 'configs', path), o)))
   # imagenet2012 is not prepared here: its known shape answers.
-  assert data.input_spec(config) == ((224, 224, 3), 1000)
-  assert data.input_spec(config, image_size=128, num_classes=5) == ((128, 128, 3), 5)
-  config.num_classes = 7
-  assert data.input_spec(config) == ((224, 224, 3), 7)
-  cifar = configlib.load(os.path.join(REPO, 'configs', 'cifar10.py'))
-  assert data.input_spec(cifar) == ((32, 32, 3), 10)
-  unknown = configlib.load(os.path.join(REPO, 'configs', 'base.py'),
-                           {'dataset': 'folder:/no/such/dir'})
+  assert shape('r50.py') == ((224, 224, 3), 1000)
+  assert shape('r50.py', image_size=128, num_classes=5) == ((128, 128, 3), 5)
+  assert shape('r50.py', num_classes=7) == ((224, 224, 3), 7)
+  assert shape('cifar10.py') == ((32, 32, 3), 10)
   with pytest.raises(ConfigError,
                      match='set --config.image_size and --config.num_classes'):
-    data.input_spec(unknown)
+    shape('base.py', dataset='folder:/no/such/dir')
 
 
 def _cli(*args):

@@ -17,6 +17,7 @@ from resnet_jax import configlib
 from resnet_jax import errors
 from resnet_jax import metric_writers
 from resnet_jax import parallel
+from resnet_jax import specs
 from resnet_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ def _tiny_setup(**overrides):
   config = configlib.load(os.path.join(REPO, 'configs/fake_data.py:model=cifar20'), {
       'model.depth': 8, 'image_size': 16, 'batch_size': 32, 'warmup_steps': 0,
       'num_train_steps': 100, **overrides})
-  return train.setup_experiment(config)
+  return train.setup_experiment(specs.resolve(config))
 
 
 def _batch(exp, n, seed=0):
@@ -169,42 +170,26 @@ def test_unknown_field_is_rejected_at_flag_parsing(tmp_path):
   assert 'Traceback' not in proc.stderr
 
 
-_MOCK_MAIN = textwrap.dedent('''
-    import os, sys
-    import tensorflow_datasets as tfds
-    from resnet_jax import cli, main
-    data_dir = sys.argv.pop()
-    # A prepared-looking cifar10 (its dataset_info) whose examples mock_data makes up.
-    builder = tfds.builder('cifar10', data_dir=data_dir)
-    builder.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=split, shard_lengths=[64], num_bytes=0)
-        for split in ('train', 'test')]))
-    os.makedirs(builder.data_dir, exist_ok=True)
-    builder.info.write_to_directory(builder.data_dir)
-    with tfds.testing.mock_data(num_examples=64, data_dir=data_dir,
-                                policy=tfds.testing.MockPolicy.USE_FILES):
-      cli.run(main.main, main.define_flags)
-''')
-
-
-def test_main_end_to_end_with_mock_data(tmp_path):
-  """main on tfds mock data writes metrics.jsonl, TensorBoard events and the config."""
+def test_main_end_to_end_on_a_folder(tmp_path):
+  """main on a folder dataset writes metrics.jsonl, TensorBoard events and the config."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from test_data import write_folder  # pylint: disable=g-import-not-at-top
+  write_folder(str(tmp_path / 'src'), {'train': 64, 'test': 40}, size=32)
   workdir = str(tmp_path / 'run')
   argv = ['--config=configs/cifar10.py:depth=8', f'--workdir={workdir}',
           '--config.batch_size=16', '--config.num_train_steps=6',
           '--config.warmup_steps=0', '--config.log_every_steps=2',
           '--config.eval_every_steps=3', '--config.num_eval_batches=2',
           '--config.checkpoint_every_steps=100', '--config.model.shortcut=B',
-          f'--config.data_dir={tmp_path / "tfds"}', str(tmp_path / 'tfds')]
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', _MOCK_MAIN, *argv], env=env, cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+          f'--config.dataset=folder:{tmp_path / "src"}', f'--config.data_dir={tmp_path / "d"}']
+  proc = _run_main(*argv)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
   with open(os.path.join(workdir, 'config.json')) as f:
     saved = json.load(f)
   assert saved['model']['shortcut'] == 'B' and saved['model']['depth'] == 8
-  assert saved['num_train_steps'] == 6 and saved['num_classes'] == 10
+  assert saved['num_train_steps'] == 6 and saved['num_classes'] == 2
+  assert saved['image_size'] == 32 and len(saved['mean']) == len(saved['std']) == 3
 
   rows = metric_writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   train_rows = [r for r in rows if 'train_loss' in r]

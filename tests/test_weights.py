@@ -5,11 +5,10 @@ experiments/pretrained_parity.py --part=fixtures into tests/fixtures/weights/,
 and the weights are regenerated here from their seed.
 """
 
-import gzip
 import importlib.util
-import io
 import json
 import logging
+import lzma
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ TOLERANCE = 1e-5  # As the experiment: max |ours - torch| / max |torch|.
 
 
 def _load_tables():
-  with gzip.open(os.path.join(FIXTURES, 'key_tables.json.gz'), 'rt', encoding='utf-8') as f:
+  with lzma.open(os.path.join(FIXTURES, 'key_tables.json.xz'), 'rt', encoding='utf-8') as f:
     data = json.load(f)
   return {name: (entry['num_classes'], [(k, tuple(s)) for k, s in data['tables'][entry['table']]])
           for name, entry in data['archs'].items()}
@@ -60,7 +59,7 @@ def test_every_architecture_has_a_recorded_pytorch_table():
   listed = {f'{s}/{a}' for s in ('torchvision', 'timm') for a in weights.ARCHS[s]}
   recorded = {n for n in TABLES if not n.startswith('torch_cifar/')}
   assert listed == recorded
-  assert len(weights.ARCHS['torchvision']) == 10 and len(weights.ARCHS['timm']) == 25
+  assert len(weights.ARCHS['torchvision']) == 10 and len(weights.ARCHS['timm']) == 44
 
 
 @pytest.mark.parametrize('name', sorted(TABLES))
@@ -84,6 +83,15 @@ def test_returned_models_are_the_registry_variants():
             spec.bottleneck_stride) == (name, stem, shortcut, groups, per_group, 'v1.5')
   deep = models.resolve_spec(weights.model_config('resnet18d', 'timm'))
   assert deep.stem_width == 64  # timm stem_width=32: convs of 32, 32, then 64.
+  # SE (timm attn_layer='se', rd_ratio 1/16; ResNet-RS 0.25) and ResNet-RS's conv stem pool.
+  cases = {'seresnet50': ('seresnet50', 'imagenet', 'max', 'B', 1 / 16),
+           'seresnext101d_32x8d': ('seresnext101_32x8d', 'deep', 'max', 'D', 1 / 16),
+           'seresnet200d': ('', 'deep', 'max', 'D', 1 / 16),
+           'resnetrs50': ('resnetrs50', 'deep', 'conv', 'D', 0.25),
+           'resnetrs420': ('resnetrs420', 'deep', 'conv', 'D', 0.25)}
+  for arch, expected in cases.items():
+    spec = models.resolve_spec(weights.model_config(arch, 'timm'))
+    assert (spec.name, spec.stem, spec.stem_pool, spec.shortcut, spec.se_ratio) == expected
 
 
 # --- Logits against PyTorch's -------------------------------------------------------
@@ -107,7 +115,8 @@ def test_logits_equal_pytorchs(name, fast_compile):
 
 
 @pytest.mark.parametrize('source,arch', [('timm', 'resnet50d'), ('torchvision', 'resnet18'),
-                                         ('torch_cifar', 'cifar_resnet20')])
+                                         ('torch_cifar', 'cifar_resnet20'),
+                                         ('timm', 'resnetrs50')])
 def test_round_trip_is_bitwise(source, arch):
   table = weights.key_table(arch, source, num_classes=7,
                             shortcut='C' if source == 'torch_cifar' else None)
@@ -122,6 +131,21 @@ def test_round_trip_is_bitwise(source, arch):
   flat, flat_again = (checkpoint.flatten(t) for t in (variables, again))
   assert flat.keys() == flat_again.keys()
   assert all(np.array_equal(flat[k], flat_again[k]) for k in flat)
+
+
+def test_se_and_stem_pool_tensors_land_where_timm_has_them():
+  table = weights.key_table('resnetrs50', 'timm', num_classes=10)
+  state_dict = weights.random_state_dict(table, 0)
+  _, variables = weights.from_state_dict(state_dict, 'resnetrs50', 'timm')
+  params, stats = variables['params'], variables['batch_stats']
+  se = params['stage3']['block2']['se']
+  np.testing.assert_array_equal(se['fc1']['kernel'],
+                                state_dict['layer3.1.se.fc1.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(se['fc2']['bias'], state_dict['layer3.1.se.fc2.bias'])
+  np.testing.assert_array_equal(params['stem']['pool_conv']['kernel'],
+                                state_dict['maxpool.0.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(stats['stem']['pool_norm']['var'],
+                                state_dict['maxpool.1.running_var'])
 
 
 def test_batchnorm_statistics_land_in_batch_stats():
@@ -230,6 +254,16 @@ def test_find_arch_from_a_run_config():
                            'torch_cifar') == 'cifar_resnet56'
   with pytest.raises(ConfigError, match='bottleneck_stride|stride v1|is not one that'):
     weights.find_arch({**r50.to_dict(), 'bottleneck_stride': 'v1'}, 'torchvision')
+  # SE and the conv stem pool are part of what the weights compute.
+  assert weights.find_arch({**r50.to_dict(), 'se_ratio': 1 / 16}, 'timm') == 'seresnet50'
+  assert weights.find_arch({'name': 'resnetrs101', 'shortcut': 'D', 'drop_path_rate': 0.2,
+                            'dropout_rate': 0.25}, 'timm') == 'resnetrs101'
+  with pytest.raises(ConfigError, match='SE 0.0625.*is not one that torchvision has'):
+    weights.find_arch({**r50.to_dict(), 'se_ratio': 1 / 16}, 'torchvision')
+  with pytest.raises(ConfigError, match='is not one that timm has'):
+    weights.find_arch({'name': 'resnetrs50', 'shortcut': 'D', 'stem_pool': 'max'}, 'timm')
+  with pytest.raises(ConfigError, match='is not one that torch_cifar has'):
+    weights.find_arch({'depth': 20, 'se_ratio': 0.25}, 'torch_cifar')
 
 
 # --- Files and the command line --------------------------------------------------
@@ -419,76 +453,3 @@ def test_evaluate_runs_on_the_imported_checkpoint(imported):
   report = evaluate.evaluate_checkpoint(config, directory, num_batches=1)
   assert report['step'] == 0 and report['eval_count'] == 4
   assert np.isfinite(report['eval_loss'])
-
-
-# --- The torchvision eval transform ------------------------------------------------
-
-
-def _tf_augment():
-  from resnet_jax.data import tf_augment  # pylint: disable=g-import-not-at-top
-  return tf_augment
-
-
-def _png(array) -> bytes:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  Image.fromarray(array).save(buf, format='PNG')
-  return buf.getvalue()
-
-
-def test_torchvision_eval_crops_as_torchvision_rounds():
-  """No resampling when the shorter side is already 256: the crop offsets alone."""
-  tf_augment = _tf_augment()
-  rng = np.random.default_rng(0)
-  image = rng.integers(0, 256, (256, 341, 3), dtype=np.uint8)
-  out = tf_augment.torchvision_eval(_png(image), 224).numpy()
-  # torchvision: top = round(32 / 2) = 16, left = round(117 / 2) = round(58.5) = 58.
-  np.testing.assert_array_equal(out, image[16:240, 58:282])
-  tall = rng.integers(0, 256, (343, 256, 3), dtype=np.uint8)
-  out = tf_augment.torchvision_eval(_png(tall), 224).numpy()
-  np.testing.assert_array_equal(out, tall[60:284, 16:240])  # round(59.5) = 60.
-  assert tf_augment.torchvision_resize_size(224) == 256
-
-
-def _photo_like(h, w, seed):
-  yy, xx = np.mgrid[0:h, 0:w]
-  rng = np.random.default_rng(seed)
-  smooth = np.stack([128 + 100 * np.sin(xx / 23.0 + c) * np.cos(yy / 17.0 - c)
-                     for c in range(3)], -1)
-  return np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
-
-
-@pytest.mark.parametrize('h,w', [(375, 500), (600, 512)])
-def test_torchvision_eval_matches_pil_decode_resize_and_centre_crop(h, w):
-  """torchvision's Resize(256) + CenterCrop(224) is PIL's decode and bilinear resize."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  Image.fromarray(_photo_like(h, w, 1)).save(buf, format='JPEG', quality=90)
-  pil = Image.open(io.BytesIO(buf.getvalue())).convert('RGB')
-  new_w, new_h = (256, 256 * h // w) if w <= h else (256 * w // h, 256)
-  resized = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR)).astype(int)
-  top, left = round((new_h - 224) / 2), round((new_w - 224) / 2)
-  reference = resized[top:top + 224, left:left + 224]
-  ours = _tf_augment().torchvision_eval(buf.getvalue(), 224).numpy().astype(int)
-  diff = np.abs(ours - reference)
-  assert diff.max() <= 1 and (diff > 0).mean() < 0.005  # PIL's fixed-point weights.
-
-
-def test_eval_pipeline_passes_the_configured_transform():
-  from resnet_jax.data import tf_pipeline  # pylint: disable=g-import-not-at-top
-  tf_augment = _tf_augment()
-  image = np.random.default_rng(2).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-  ex = {'image': _png(image), 'label': 3}
-  outputs = {}
-  for resize in (0, 256, 232):
-    reader = types.SimpleNamespace(
-        aug=tf_augment, size=224, is_jpeg=False,
-        config=types.SimpleNamespace(augment='imagenet', eval_resize=resize))
-    outputs[resize] = tf_pipeline._Reader.eval_example(reader, ex)['image'].numpy()
-  np.testing.assert_array_equal(outputs[256], tf_augment.torchvision_eval(ex['image'], 224).numpy())
-  np.testing.assert_array_equal(outputs[232],
-                                tf_augment.torchvision_eval(ex['image'], 224, 232).numpy())
-  assert not np.array_equal(outputs[256], outputs[0])
-  assert not np.array_equal(outputs[256], outputs[232])
-  with pytest.raises(ConfigError, match='eval_resize=200 must be 0'):
-    tf_augment.imagenet_eval(ex['image'], 224, False, 200)

@@ -123,11 +123,15 @@ def ours_train_step(config):
   from resnet_jax import benchmark  # pylint: disable=g-import-not-at-top
   from resnet_jax import train  # pylint: disable=g-import-not-at-top
   try:
-    from resnet_jax import validation  # pylint: disable=g-import-not-at-top
-    validation.validate(config)
-  except ImportError:  # The pmap trainer checks inside setup_experiment.
-    pass
-  exp = train.setup_experiment(config)
+    from resnet_jax import specs  # pylint: disable=g-import-not-at-top
+    exp = train.setup_experiment(specs.resolve(config))
+  except ImportError:  # Before the config was resolved into specs.
+    try:
+      from resnet_jax import validation  # pylint: disable=g-import-not-at-top
+      validation.validate(config)
+    except ImportError:  # The pmap trainer checks inside setup_experiment.
+      pass
+    exp = train.setup_experiment(config)
   if hasattr(exp, 'compile_train_step'):  # jit(shard_map) trainer.
     step_fn, state = exp.compile_train_step(donate=True), exp.init_state()
   else:  # pmap trainer.

@@ -20,5 +20,17 @@ venv="$here/.venv"
 # to the torch line for the smaller CPU build: the benchmark is the same.
 "$venv/bin/pip" install -q torch==2.13.0
 "$venv/bin/pip" install -q --no-deps torchvision==0.28.0
-"$venv/bin/python" -c 'import torch, jax; print("peer venv ready: torch", torch.__version__, "jax", jax.__version__, "threads", torch.get_num_threads())'
+# timm (reference implementations of the modern recipes' parts, and its weights'
+# layouts), also without its dependencies, plus the three it needs to import.
+"$venv/bin/pip" install -q --no-deps timm==1.0.31
+"$venv/bin/pip" install -q pyyaml huggingface-hub safetensors==0.8.0
+"$venv/bin/python" - "$here" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch_models  # Declares the torchvision ops its --no-deps install lacks.
+torch_models.declare_torchvision_ops()
+import jax, timm, torch, torchvision
+print('peer venv ready: torch', torch.__version__, 'torchvision', torchvision.__version__,
+      'timm', timm.__version__, 'jax', jax.__version__, 'threads', torch.get_num_threads())
+EOF
 echo "run: $venv/bin/python $here/compare.py --models=cifar20,cifar56 --dtypes=float32,bfloat16"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 _TORCHVISION_OPS = None
 
 
-def _declare_torchvision_ops() -> None:
+def declare_torchvision_ops() -> None:
   global _TORCHVISION_OPS
   if _TORCHVISION_OPS is not None:
     return
@@ -88,7 +88,7 @@ def build(name: str, depth: int, shortcut: str, num_classes: int) -> nn.Module:
   if name == 'cifar':
     return CifarResNet(depth, shortcut, num_classes)
   if name == 'resnet50':
-    _declare_torchvision_ops()
+    declare_torchvision_ops()
     import torchvision  # pylint: disable=g-import-not-at-top
     return torchvision.models.resnet50(num_classes=num_classes)
   raise ValueError(f'unknown model {name!r}')

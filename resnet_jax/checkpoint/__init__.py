@@ -1,6 +1,6 @@
 """Orbax checkpoints in the workdir: save, resume, evaluate, warm-start.
 
-    ckpt = checkpoint.CheckpointManager(workdir, config)
+    ckpt = checkpoint.CheckpointManager(workdir, keep=3)
     restored = ckpt.restore_latest(template)        # (host state, record) or None
     ckpt.save(step, state, epoch=..., metrics=..., best_metrics=...)
     ckpt.close()                                     # waits for the save in flight

@@ -36,7 +36,6 @@ from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -102,14 +101,13 @@ class CheckpointManager:
 
   Args:
     workdir: the run's workdir; checkpoints go to `workdir/checkpoints`.
-    config: reads `keep_checkpoints` (validated by `validation.validate`).
+    keep: how many of the newest steps to keep (besides the best).
     directory: use this checkpoints directory instead of `workdir/checkpoints`.
     read_only: never write, move or clean up anything (evaluation, warm starts,
       reading another run's checkpoints while it trains).
   """
 
-  def __init__(self, workdir: str | None = None,
-               config: ml_collections.ConfigDict | None = None, *,
+  def __init__(self, workdir: str | None = None, *, keep: int = 3,
                directory: str | None = None, read_only: bool = False):
     self.directory = os.path.abspath(directory or os.path.join(workdir, 'checkpoints'))
     self.read_only = read_only
@@ -129,7 +127,7 @@ class CheckpointManager:
           # preservation policy (which overrides best_fn for deletion) keeps the
           # last K plus the best.
           best_fn=_best_metric,
-          preservation_policy=_preservation_policy(config.keep_checkpoints),
+          preservation_policy=_preservation_policy(keep),
           cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, item_handlers=handlers,
                                           options=options)

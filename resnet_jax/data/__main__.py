@@ -1,11 +1,12 @@
-r"""Prepares a config's dataset once, then prints its DatasetMeta as JSON.
+r"""Prepares (or indexes) a config's dataset once, then prints its DatasetMeta as JSON.
 
     python -m resnet_jax.data --config=configs/cifar10.py \
         [--config.data_dir=DIR] [--config.manual_dir=DIR] \
         [--config.dataset=folder:PATH]
 
-Downloads only with --config.download=True (the default) and a reachable
-download host; offline it says within seconds what to do instead (one line
+Preparing a registered tfds dataset needs TensorFlow (pip install -e
+'.[tfds]'); training and evaluation read it without. Downloads only with
+--config.download=True (the default) and a reachable download host; offline it says within seconds what to do instead (one line
 on stderr, exit status 2).
 """
 
@@ -17,7 +18,6 @@ from ml_collections import config_flags
 
 from resnet_jax import cli
 from resnet_jax import data
-from resnet_jax import validation
 from resnet_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -33,9 +33,9 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise ConfigError(f'unexpected arguments: {" ".join(argv[1:])}')
-  validation.validate(FLAGS.config)
-  meta = data.prepare(FLAGS.config)
-  print(json.dumps(dataclasses.asdict(meta)), flush=True)
+  inputs = data.open_input(data.resolve(FLAGS.config), prepare=True)
+  print(json.dumps({**dataclasses.asdict(inputs.meta), 'resident': inputs.resident}),
+        flush=True)
   return 0
 
 

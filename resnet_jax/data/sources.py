@@ -1,245 +1,277 @@
-"""Finding prepared tfds datasets: registered builders, folders, offline checks.
+"""Random-access sources: a dataset's splits as `len()` + `[i] -> (image, label)`.
 
-Offline, `tfds.load` of an unprepared dataset retries its download for minutes
-before failing. Everything here decides within seconds instead: a prepared
-dataset is read; a folder dataset is prepared from local files; a registered
-dataset is prepared from `config.manual_dir` when the files it needs are there;
-only then, and only with `config.download`, is the network used, after a
-probe of the download hosts with a short timeout.
+Every dataset kind comes down to the same thing, which the loader reads
+(grain's `RandomAccessDataSource` protocol):
+
+- `ArraySource`: decoded uint8 images of one shape (memory-mapped `.npy`
+  files of a folder's cache, or in-memory arrays); records are arrays.
+- `EncodedSource`: encoded images (JPEG/PNG/... bytes) read one at a time
+  from files, a packed blob, or a tfds `data_source`; records are bytes.
+- `FakeSource`: deterministic random images (speed runs).
+
+`open_dataset(spec)` is the one place that chooses by the dataset's kind.
+Split expressions ('train', 'train[:45000]', 'train[10%:]+test') select rows
+of the named splits (`parse_split`), the same way for every kind. Sources
+are pickled into the loader's worker processes: they hold paths and small
+index arrays, and open their files lazily in each process.
 """
 
-import concurrent.futures
-import logging
-import os
-import socket
-import urllib.parse
+import dataclasses
+import re
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from resnet_jax.data import spec as spec_lib
 from resnet_jax.errors import ConfigError
-from resnet_jax.data import folder
-from resnet_jax.data import meta as meta_lib
 
-PROBE_TIMEOUT_S = 3.0
-log = logging.getLogger(__name__)
+# A source of several splits' rows: (split name, first row, end row) pieces.
+Piece = tuple[str, int, int]
 
 
-def data_dir(config) -> str:
-  """config.data_dir, else tfds' default ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-  if config.data_dir:
-    return os.path.abspath(os.path.expanduser(config.data_dir))
-  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
-  return os.path.expanduser(constants.get_default_data_dir())
+def parse_split(expression: str, sizes: dict[str, int]) -> list[Piece]:
+  """The rows a split expression selects: 'name', 'name[a:b]', 'name[:10%]', 'a+b'.
 
-
-def _options(*options: str) -> str:
-  """'Options: (1) a; (2) b' on one line (CLIs print errors as one line)."""
-  return 'Options: ' + '; '.join(f'({i}) {o}' for i, o in enumerate(options, 1))
-
-
-def _offline_options(name: str, missing: list[str]) -> list[str]:
-  files = ', '.join(missing) if missing else 'the files tfds downloads'
-  return [
-      f'offline preparation: put {files} (obtained by hand) into a directory '
-      'and pass --config.manual_dir=DIR; tfds verifies the checksums',
-      'use a local copy as an image folder: --config.dataset=folder:PATH (a '
-      'directory or .tar/.tar.gz laid out split/class/image)',
-      f'point --config.data_dir at a directory where {name!r} is already '
-      'prepared (e.g. copied from a machine with network access)']
-
-
-def _required_files(builder) -> list[str]:
-  """File names the builder reads from manual_dir or downloads."""
-  infos = builder.url_infos or {}
-  return sorted({info.filename or os.path.basename(urllib.parse.urlparse(url).path)
-                 for url, info in infos.items()})
-
-
-def _hosts(builder) -> list[str]:
-  urls = list((builder.url_infos or {}).keys())
-  if not urls and builder.info.homepage:
-    urls = [builder.info.homepage]
-  return sorted({urllib.parse.urlparse(u).hostname for u in urls} - {None})
-
-
-def _reachable(host: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-  """Whether a TCP connection to host:443 opens within `timeout` seconds."""
-  # getaddrinfo has no timeout of its own (a dead resolver can block for
-  # tens of seconds), so it runs in a thread we stop waiting for.
-  pool = concurrent.futures.ThreadPoolExecutor(1)
-  try:
-    addrs = pool.submit(socket.getaddrinfo, host, 443, type=socket.SOCK_STREAM
-                        ).result(timeout=timeout)
-    family, kind, proto, _, addr = addrs[0]
-    with socket.socket(family, kind, proto) as sock:
-      sock.settimeout(timeout)
-      sock.connect(addr)
-    return True
-  except (OSError, concurrent.futures.TimeoutError):
-    return False
-  finally:
-    pool.shutdown(wait=False)
-
-
-def _registered_builder(config):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    return tfds.builder(config.dataset, data_dir=data_dir(config))
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ConfigError(
-        f'unknown dataset {config.dataset!r}: not a tfds dataset name '
-        "(e.g. 'cifar10', 'cifar100', 'imagenet2012', 'imagenette'), nor "
-        "'folder:PATH' nor 'fake'") from e
-
-
-def _prepare_registered(config, builder, *, allow_download: bool) -> None:
-  """Prepares an unprepared registered builder, or explains what to do."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
-  name = config.dataset
-  needs_manual = bool(getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
-  required = _required_files(builder)
-  manual_dir = (os.path.abspath(os.path.expanduser(config.manual_dir))
-                if config.manual_dir else '')
-  present = [f for f in required if manual_dir and
-             os.path.exists(os.path.join(manual_dir, f))]
-  missing = [f for f in required if f not in present]
-  where = f'{name!r} is not prepared in {data_dir(config)}'
-
-  if needs_manual:
-    # These builders (imagenet2012, ...) read manual_dir themselves; their
-    # checksum files list the archives, but any one split is enough.
-    if not manual_dir or not present:
-      instructions = ' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
-      raise ConfigError(
-          f'{where}, and it can only be prepared from files obtained by hand: '
-          f'put {", ".join(required) or "them"} into a directory and pass '
-          f'--config.manual_dir=DIR (tfds: "{instructions}"); or use a local '
-          'copy as an image folder: --config.dataset=folder:PATH')
-    offline = True
-  else:
-    offline = bool(required) and not missing
-    if not offline:
-      if not config.download:
-        raise ConfigError(
-            f'{where} and --config.download=False. ' + _options(
-                *_offline_options(name, missing),
-                'allow the download: --config.download=True'))
-      if not allow_download:
-        raise ConfigError(
-            f'{where}; dataset_meta() and the input iterators never download. '
-            + _options('with network access, prepare it once: '
-                       'resnet_jax.data.prepare(config), or python -m '
-                       'resnet_jax.data --config=CONFIG [--config.data_dir=DIR]',
-                       *_offline_options(name, missing)))
-      hosts = _hosts(builder)
-      unreachable = [h for h in hosts if not _reachable(h)]
-      if unreachable or not hosts:
-        raise ConfigError(
-            f'{where}, and its download host '
-            f'{", ".join(unreachable or hosts) or "(unknown)"} is not reachable '
-            f'within {PROBE_TIMEOUT_S:g} s (no network?). '
-            + _options(*_offline_options(name, missing)))
-
-  log.warning('preparing %s in %s (%s)', name, data_dir(config),
-              f'from {manual_dir}' if offline else 'downloading')
-  download_config = tfds.download.DownloadConfig(
-      manual_dir=manual_dir or None,
-      # Offline there is no GCS either: go straight to the local files.
-      try_download_gcs=not offline)
-  try:
-    builder.download_and_prepare(download_config=download_config)
-  except download_manager.NonMatchingChecksumError as e:
-    raise ConfigError(
-        f'a file in {manual_dir} does not match the checksum tfds expects for '
-        f'{name!r}: obtain the original archive again ({" ".join(str(e).split())})'
-    ) from e
-
-
-def prepared_builder(config, *, allow_download: bool):
-  """The prepared tfds builder for config.dataset (not 'fake').
-
-  Args:
-    config: the config (dataset, data_dir, manual_dir, download,
-      on_corrupt_image).
-    allow_download: whether the network may be used (after a reachability
-      probe); False raises ConfigError at once when a download would be needed.
-
-  Returns:
-    A `tfds.core.DatasetBuilder` whose `is_prepared()` is True.
+  Bounds are row indices (negative from the end) or whole percentages of the
+  split (rounded to the nearest row); slices are clipped like Python's.
 
   Raises:
-    ConfigError: unknown dataset, or not prepared and not preparable here;
-      the message lists what to do.
+    ConfigError: an unknown split or a malformed expression.
   """
-  if config.dataset.startswith(meta_lib.FOLDER_PREFIX):
-    return folder.prepared_builder(config.dataset, data_dir(config),
-                                   config.on_corrupt_image)
-  builder = _registered_builder(config)
-  if not builder.is_prepared():
-    _prepare_registered(config, builder, allow_download=allow_download)
-  return builder
+  pieces = []
+  for part in expression.split('+'):
+    match = re.fullmatch(r'\s*([A-Za-z]\w*)\s*(?:\[\s*([-\d%]*)\s*:\s*([-\d%]*)\s*\])?\s*',
+                         part)
+    if not match:
+      raise ConfigError(f'split {expression!r}: cannot read {part!r}; write a split name '
+                        "optionally sliced, e.g. 'train', 'train[:45000]', "
+                        "'train[90%:]', 'train+test'")
+    name, lo, hi = match.groups()
+    if name not in sizes:
+      raise ConfigError(f'split {name!r} does not exist (splits: {sorted(sizes)})')
+    n = sizes[name]
+
+    def bound(text, default):
+      if not text:
+        return default
+      if text.endswith('%'):
+        return int(round(n * int(text[:-1]) / 100))
+      return int(text)
+
+    start, stop, _ = slice(bound(lo, 0), bound(hi, n)).indices(n)
+    pieces.append((name, start, max(start, stop)))
+  return pieces
 
 
-def default_splits(config, builder) -> tuple[str, str]:
-  """(train_split, eval_split) of a tfds builder (`meta.default_splits`)."""
-  return meta_lib.default_splits(config, list(builder.info.splits.keys()),
-                                 lambda split: builder.info.splits[split].num_examples)
+class _Pieces:
+  """Maps a source index to (split, row) over a list of pieces."""
+
+  def __init__(self, pieces: Sequence[Piece]):
+    self.pieces = list(pieces)
+    self.offsets = np.cumsum([0] + [stop - start for _, start, stop in self.pieces])
+
+  def __len__(self) -> int:
+    return int(self.offsets[-1])
+
+  def locate(self, index: int) -> tuple[str, int]:
+    if not 0 <= index < len(self):
+      raise IndexError(f'index {index} outside [0, {len(self)})')
+    p = int(np.searchsorted(self.offsets, index, side='right')) - 1
+    split, start, _ = self.pieces[p]
+    return split, start + index - int(self.offsets[p])
 
 
-def image_info(builder) -> tuple[tuple[int | None, int | None], int, str | None]:
-  """((H, W) as stored or None where varying, num_classes, encoding)."""
-  features = builder.info.features
-  if 'image' not in features or 'label' not in features:
-    raise ConfigError(
-        f'{builder.info.name} has no image/label features (has '
-        f'{list(features.keys())}); only image-classification datasets work here')
-  image = features['image']
-  shape = tuple(image.shape)
-  if len(shape) != 3:
-    raise ConfigError(f'{builder.info.name}: images of shape {shape} are not H x W x C')
-  return (shape[0], shape[1]), features['label'].num_classes, getattr(
-      image, 'encoding_format', None)
+class ArraySource:
+  """Decoded images: `images[split]` uint8 [N, H, W, 3] and `labels[split]` int32 [N].
 
-
-def dataset_meta(config, builder) -> meta_lib.DatasetMeta:
-  """DatasetMeta from the builder's info (sizes, classes, image shape)."""
-  train, eval_ = default_splits(config, builder)
-  native_hw, dataset_classes, _ = image_info(builder)
-  size = meta_lib.output_size(config, native_hw)
-  if config.on_device_data:
-    meta_lib.check_native_size(config, native_hw, 'on_device_data=True')
-  return meta_lib.DatasetMeta(
-      num_classes=meta_lib.num_classes(config, dataset_classes),
-      # Greyscale and RGBA images are converted to RGB on reading.
-      image_shape=(size, size, 3),
-      num_train=builder.info.splits[train].num_examples,
-      num_eval=builder.info.splits[eval_].num_examples,
-      train_split=train, eval_split=eval_, name=config.dataset)
-
-
-def _tf():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf
-
-
-def load_numpy(builder, split) -> dict:
-  """All examples of a (sub)split as numpy arrays: {'image': uint8, 'label': int32}.
-
-  Decoded as the tf.data path decodes (`tf_augment.decode`: JPEGs as PIL
-  does), so these arrays equal the TensorFlow-free PIL reader's (pil_folder).
+  Args:
+    pieces: the rows of each split this source covers.
+    open_split: split name -> (images, labels); called once per process (so
+      memory-mapped files open in each worker instead of being pickled).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from resnet_jax.data import tf_augment  # pylint: disable=g-import-not-at-top
-  tf = _tf()
-  h, w, _ = builder.info.features['image'].shape
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()},
-                          read_config=tfds.ReadConfig(try_autocache=False))
-  ds = ds.map(lambda ex: (tf.ensure_shape(tf_augment.decode(ex['image']), (h, w, 3)), ex['label']),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  images, labels = [np.zeros((0, h, w, 3), np.uint8)], [np.zeros((0,), np.int64)]
-  for image, label in ds.batch(8192).as_numpy_iterator():
-    images.append(image)
-    labels.append(label)
-  return {'image': np.concatenate(images), 'label': np.concatenate(labels).astype(np.int32)}
+
+  decoded = True
+
+  def __init__(self, pieces: Sequence[Piece], open_split: Callable[[str], tuple]):
+    self._pieces = _Pieces(pieces)
+    self._open = open_split
+    self._arrays = {}
+
+  def __getstate__(self):
+    return {**self.__dict__, '_arrays': {}}
+
+  def _split(self, name: str):
+    if name not in self._arrays:
+      self._arrays[name] = self._open(name)
+    return self._arrays[name]
+
+  def __len__(self) -> int:
+    return len(self._pieces)
+
+  def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    split, row = self._pieces.locate(index)
+    images, labels = self._split(split)
+    return images[row], int(labels[row])
+
+  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """All rows at once: (images [N, H, W, 3], labels [N]) in source order."""
+    images, labels = [], []
+    for split, start, stop in self._pieces.pieces:
+      split_images, split_labels = self._split(split)
+      images.append(np.asarray(split_images[start:stop]))
+      labels.append(np.asarray(split_labels[start:stop], np.int32))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def in_memory(images: np.ndarray, labels: np.ndarray) -> ArraySource:
+  """An ArraySource over arrays already in memory (one split)."""
+  images, labels = np.asarray(images, np.uint8), np.asarray(labels, np.int32)
+  return ArraySource([('all', 0, len(labels))], lambda _: (images, labels))
+
+
+class EncodedSource:
+  """Encoded images read one at a time: `read(split, row) -> bytes`, labels known.
+
+  Args:
+    pieces: the rows of each split this source covers.
+    read: (split, row) -> the encoded image; must be picklable.
+    labels: split name -> int32 labels of every row (None: read with the image,
+      `read` then returns (bytes, label)).
+  """
+
+  decoded = False
+
+  def __init__(self, pieces: Sequence[Piece], read: Callable[[str, int], Any],
+               labels: dict[str, np.ndarray] | None = None):
+    self._pieces = _Pieces(pieces)
+    self._read = read
+    self._labels = labels
+
+  def __len__(self) -> int:
+    return len(self._pieces)
+
+  def __getitem__(self, index: int) -> tuple[bytes, int]:
+    split, row = self._pieces.locate(index)
+    if self._labels is None:
+      return self._read(split, row)
+    return self._read(split, row), int(self._labels[split][row])
+
+
+class FakeSource:
+  """Random uint8 images and labels, a pure function of (seed, index % period).
+
+  Only `period` distinct examples exist, so keeping them all on the devices
+  is cheap; the length still makes epochs as long as a CIFAR-sized dataset's.
+  """
+
+  decoded = True
+  period = 512
+
+  def __init__(self, length: int, shape: tuple[int, int, int], num_classes: int,
+               seed: int):
+    self._length, self._shape = length, shape
+    self._classes, self._seed = num_classes, seed
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    rng = np.random.default_rng([self._seed, index % self.period])
+    image = rng.integers(0, 256, self._shape, dtype=np.uint8)
+    return image, int(rng.integers(self._classes))
+
+  def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """The `period` distinct examples (index i is example i % period)."""
+    examples = [self[i] for i in range(min(self.period, self._length))]
+    return (np.stack([im for im, _ in examples]),
+            np.array([label for _, label in examples], np.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """An opened dataset: its facts, a source per split used, the stored image size."""
+  meta: spec_lib.DatasetMeta
+  train: Any
+  eval: Any
+  native_hw: tuple[int | None, int | None]
+
+  @property
+  def decoded(self) -> bool:
+    """Whether records are decoded arrays of one shape (can live on the devices)."""
+    return self.train.decoded
+
+
+def default_splits(spec: spec_lib.DataSpec, sizes: dict[str, int]) -> tuple[str, str]:
+  """(train_split, eval_split): the config's, else 'train' and 'test'/'validation'.
+
+  Raises:
+    ConfigError: no eval split to default to, or an expression that selects
+      nothing a split has.
+  """
+  train = spec.train_split or 'train'
+  evaluation = spec.eval_split or next(
+      (s for s in ('test', 'validation', 'val') if s in sizes), '')
+  if not evaluation:
+    raise ConfigError(f'{spec.dataset!r} has no test or validation split (splits: '
+                      f'{sorted(sizes)}); set --config.eval_split')
+  for field, expression in (('train_split', train), ('eval_split', evaluation)):
+    try:
+      pieces = parse_split(expression, sizes)
+    except ConfigError as e:
+      raise ConfigError(f'{field}={expression!r} is not valid for {spec.dataset!r}: {e}'
+                        ) from None
+    if not sum(stop - start for _, start, stop in pieces):
+      raise ConfigError(f'{field}={expression!r} selects no examples of {spec.dataset!r}')
+  return train, evaluation
+
+
+def make_meta(spec: spec_lib.DataSpec, *, sizes: dict[str, int], train: str,
+              evaluation: str, native_hw, classes: Sequence[str] | int,
+              statistics=None) -> spec_lib.DatasetMeta:
+  """DatasetMeta from what a dataset kind read about itself."""
+  class_names = tuple(classes) if not isinstance(classes, int) else ()
+  count = len(class_names) if class_names else int(classes)
+  size = spec_lib.output_size(spec, native_hw)
+  mean, std = spec_lib.statistics(spec, statistics)
+  total = lambda e: sum(stop - start for _, start, stop in parse_split(e, sizes))
+  return spec_lib.DatasetMeta(
+      name=spec.dataset, num_classes=spec_lib.num_classes(spec, count),
+      image_shape=(size, size, 3), num_train=total(train), num_eval=total(evaluation),
+      train_split=train, eval_split=evaluation, mean=mean, std=std,
+      class_names=class_names)
+
+
+def open_fake(spec: spec_lib.DataSpec) -> Dataset:
+  """dataset='fake': CIFAR-10-sized splits of random images."""
+  size = spec.image_size or spec_lib.IMAGENET_SIZE
+  classes = spec.num_classes or 1000
+  sizes = {'train': 50_000, 'test': 10_000}
+  meta = make_meta(spec, sizes=sizes, train='train', evaluation='test',
+                   native_hw=(size, size), classes=classes)
+  shape = (size, size, 3)
+  return Dataset(meta=meta, train=FakeSource(sizes['train'], shape, classes, spec.seed),
+                 eval=FakeSource(sizes['test'], shape, classes, spec.seed + 1),
+                 native_hw=(size, size))
+
+
+def open_dataset(spec: spec_lib.DataSpec, *, prepare: bool = False) -> Dataset:
+  """Opens the dataset a DataSpec names: meta and train/eval sources.
+
+  Args:
+    spec: the resolved data spec.
+    prepare: a tfds dataset that is not prepared may be prepared (and
+      downloaded when spec.download allows); False refuses at once, saying how
+      to prepare it. A folder is indexed on first use either way.
+
+  Raises:
+    ConfigError: unknown or unavailable dataset, bad splits or layout; the
+      message says what to do.
+  """
+  if spec.kind == 'fake':
+    return open_fake(spec)
+  if spec.kind == 'folder':
+    from resnet_jax.data import folder  # pylint: disable=g-import-not-at-top
+    return folder.open_folder(spec)
+  from resnet_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  return tfds_source.open_tfds(spec, prepare=prepare)
+

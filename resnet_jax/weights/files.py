@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from resnet_jax.data import spec as data_spec
 from resnet_jax.errors import ConfigError
 from resnet_jax.weights import mapping
 
@@ -146,7 +147,10 @@ def eval_config(arch: str, source: str, num_classes: int, *,
     config.augment = 'imagenet'
     config.image_size = 224
     config.eval_resize = int(eval_resize)
-    config.cache = 'none'
+  # The statistics the weights were trained with, recorded: evaluation,
+  # fine-tuning and export use them whatever dataset they read.
+  config.mean, config.std = data_spec.STATISTICS.get(config.dataset,
+                                                 data_spec.STATISTICS['imagenet'])
   return config
 
 
@@ -168,7 +172,7 @@ def write_workdir(directory: str, config, variables: Mapping[str, Any],
                       'directory (it becomes a workdir with checkpoints/0)')
   state = {'step': np.zeros((), np.int32), 'params': variables['params'],
            'batch_stats': variables.get('batch_stats', {})}
-  manager = checkpoint.CheckpointManager(directory, config)
+  manager = checkpoint.CheckpointManager(directory)
   try:
     manager.save(0, state, epoch=0.0, metrics={})
   finally:

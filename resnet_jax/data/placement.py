@@ -1,0 +1,137 @@
+"""Batches onto the mesh, and the preprocessing that runs inside the step.
+
+Two placements of the training data:
+
+- streamed: the loader's host batches (each process its rows) become global
+  arrays sharded over the mesh's data axes (`parallel.shard_batch`), with
+  `prefetch` batches in flight so the next transfer overlaps the step;
+- resident: the whole train split is kept on every device (CIFAR-sized data)
+  and each device gathers its rows of every batch itself, in the loader's
+  order (the same epoch permutations, sent as a few integers per epoch); the
+  random crop + flip then run inside the step (`preprocess`). The host does
+  nothing per step.
+
+Evaluation is always streamed. `preprocess` casts and normalises (with the
+dataset's statistics) on the device: host batches stay uint8, a quarter of
+the bytes of float32.
+"""
+
+import collections
+import functools
+import itertools
+from typing import Any, Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+from resnet_jax import parallel
+from resnet_jax.data import transforms
+
+
+def stream(batches: Iterable[Any], mesh, prefetch: int) -> Iterator[Any]:
+  """Host batches (this process's rows) -> global arrays, `prefetch` in flight."""
+  queue = collections.deque()
+  batches = iter(batches)
+
+  def enqueue(n):
+    for batch in itertools.islice(batches, n):
+      queue.append(parallel.shard_batch(batch, mesh))
+
+  try:
+    enqueue(max(1, prefetch))
+    while queue:
+      yield queue.popleft()
+      enqueue(1)
+  finally:
+    close = getattr(batches, 'close', None)
+    if close is not None:
+      close()
+
+
+def _offsets(mesh, global_batch: int) -> jax.Array:
+  """[devices] int32, sharded: the first row of the global batch on each device."""
+  sharding = parallel.data_sharding(mesh)
+  rows = sharding.addressable_devices_indices_map((global_batch,))
+  shards = [jax.device_put(np.array([rows[d][0].start or 0], np.int32), d)
+            for d in parallel.local_mesh_devices(mesh)]
+  return jax.make_array_from_single_device_arrays((mesh.devices.size,), sharding, shards)
+
+
+@functools.cache
+def _gather(mesh, per_device: int):
+  def gather(images, labels, order, offset, start):  # Per device.
+    rows = jax.lax.dynamic_slice(order, (start + offset[0],), (per_device,))
+    return {'image': images[rows], 'label': labels[rows]}
+
+  replicated, data = P(), P(parallel.DATA_AXES)
+  return jax.jit(jax.shard_map(gather, mesh=mesh, in_specs=(replicated,) * 3 + (
+      data, replicated), out_specs=data))
+
+
+def resident(arrays: tuple[np.ndarray, np.ndarray], epoch_order, *, mesh,
+             steps_per_epoch: int, global_batch: int, start_step: int = 0
+             ) -> Iterator[dict]:
+  """Endless training batches gathered on the devices from the resident split.
+
+  Args:
+    arrays: (images uint8 [M, H, W, C], labels int32 [M]); example i of the
+      source is row i % M (M < the split's size only for periodic sources).
+    epoch_order: epoch -> int [steps_per_epoch * global_batch] example indices
+      of that epoch, in order (the loader's).
+    mesh: the run's mesh.
+    steps_per_epoch, global_batch: the epoch's shape.
+    start_step: the first step to produce.
+  """
+  images, labels = (parallel.replicate(a, mesh) for a in arrays)
+  per_device = global_batch // mesh.devices.size
+  gather = _gather(mesh, per_device)
+  offsets = _offsets(mesh, global_batch)
+  epoch, skip = divmod(start_step, steps_per_epoch)
+  while True:
+    order = parallel.replicate((np.asarray(epoch_order(epoch)) % len(arrays[1])
+                                ).astype(np.int32), mesh)
+    for step in range(skip, steps_per_epoch):
+      yield gather(images, labels, order, offsets, np.int32(step * global_batch))
+    epoch, skip = epoch + 1, 0
+
+
+def crop_flip(images: jax.Array, keys: jax.Array, pad: int = transforms.CIFAR_PAD
+              ) -> jax.Array:
+  """The 'cifar' augmentation of `transforms.cifar_train`, one key per example.
+
+  Zero-pads by `pad`, crops H x W at a uniform offset in [0, 2 * pad]^2 and
+  mirrors with probability 1/2, each example from its own key.
+  """
+  n, h, w, c = images.shape
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+  def one(image, key):
+    k_crop, k_flip = jax.random.split(key)
+    top, left = jax.random.randint(k_crop, (2,), 0, 2 * pad + 1)
+    crop = jax.lax.dynamic_slice(image, (top, left, 0), (h, w, c))
+    return jnp.where(jax.random.bernoulli(k_flip), crop[:, ::-1], crop)
+
+  return jax.vmap(one)(padded, keys)
+
+
+def preprocess(images: jax.Array, *, mean, std, augment_key: jax.Array | None = None,
+               first_row: jax.Array | int = 0) -> jax.Array:
+  """uint8 [N, H, W, C] -> float32 (x - mean) / std, on the device.
+
+  Args:
+    images: this device's rows of a batch.
+    mean, std: per-channel statistics in [0, 1] units.
+    augment_key: with resident data in training, the step's key: example r of
+      the global batch is cropped and flipped with fold_in(key, r), so the
+      result does not depend on how many devices share the batch.
+    first_row: the global row of images[0].
+  """
+  if augment_key is not None:
+    rows = first_row + jnp.arange(images.shape[0])
+    keys = jax.vmap(lambda r: jax.random.fold_in(augment_key, r))(rows)
+    images = crop_flip(images, keys)
+  mean = np.asarray(mean, np.float32) * 255
+  std = np.asarray(std, np.float32) * 255
+  return (images.astype(jnp.float32) - mean) / std
