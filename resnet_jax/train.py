@@ -427,7 +427,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
       state, resumed_metrics = _restore_or_initialise(exp, ckpt)
       start_step = int(parallel.to_host(state.step))
-      run_dir.record_config(_resolved(config, exp.meta), start_step)
+      run_dir.record_config(_resolved(config, exp.meta), exp.meta, start_step)
       result = _loop(exp, compiled_step, eval_step_fn, state, start_step, ckpt, writer,
                      resumed_metrics)
     finally:

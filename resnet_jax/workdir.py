@@ -19,6 +19,7 @@ appends it to `config_history.jsonl`: every config the workdir ran under,
 with the step it started from.
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -35,6 +36,9 @@ from resnet_jax.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
+# What the run's data were: classes and their names, image shape, splits,
+# normalisation (`data.DatasetMeta`); prediction and export read it.
+DATASET_FILE = 'dataset.json'
 CHECKPOINTS = 'checkpoints'
 # Fields a resumed run may change without --allow_config_change: how often it
 # logs, evaluates and checkpoints, how much it keeps, where it reads data from,
@@ -117,6 +121,25 @@ def _describe(changes: Mapping[str, tuple]) -> str:
   return '; '.join(items[:_MAX_LISTED]) + more
 
 
+def write_dataset(meta: Any, workdir: str) -> str:
+  """Writes a `data.DatasetMeta` as WORKDIR/dataset.json (atomically); returns its path."""
+  path = os.path.join(workdir, DATASET_FILE)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump(dataclasses.asdict(meta), f, indent=1)
+    f.write('\n')
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def read_dataset(workdir: str) -> dict[str, Any] | None:
+  """The dataset.json of a workdir as a dict, or None where there is none."""
+  path = os.path.join(workdir, DATASET_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes `config` as WORKDIR/config.json (atomically); returns its path."""
   path = os.path.join(workdir, CONFIG_FILE)
@@ -136,10 +159,12 @@ class RunDir:
     self._lock = lock
     self._changes = dict(changes)
 
-  def record_config(self, resolved: ml_collections.ConfigDict, start_step: int) -> None:
-    """Writes config.json and appends to the history (process 0 only)."""
+  def record_config(self, resolved: ml_collections.ConfigDict, meta: Any,
+                    start_step: int) -> None:
+    """Writes config.json and dataset.json, appends to the history (process 0 only)."""
     if jax.process_index() != 0:
       return
+    write_dataset(meta, self.path)
     with open(write_config(resolved, self.path), encoding='utf-8') as f:
       recorded = json.load(f)
     entry = {

@@ -190,6 +190,10 @@ def test_main_end_to_end_on_a_folder(tmp_path):
   assert saved['model']['shortcut'] == 'B' and saved['model']['depth'] == 8
   assert saved['num_train_steps'] == 6 and saved['num_classes'] == 2
   assert saved['image_size'] == 32 and len(saved['mean']) == len(saved['std']) == 3
+  with open(os.path.join(workdir, 'dataset.json')) as f:
+    dataset = json.load(f)
+  assert dataset['class_names'] == ['cat', 'dog'] and dataset['num_train'] == 64
+  assert dataset['mean'] == saved['mean']
 
   rows = metric_writers.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
   train_rows = [r for r in rows if 'train_loss' in r]
