@@ -69,6 +69,18 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Augmentation: 'cifar' (pad 4 + random crop + flip), 'imagenet'
   # (torchvision's random resized crop + flip; eval resize + centre crop), or 'none'.
   config.augment = 'cifar'
+  # The recipes' host augmentations, in training, after the crop and flip (timm's
+  # order): a timm RandAugment string ('' = off; ResNet strikes back A1:
+  # 'rand-m7-mstd0.5-inc1'), torchvision's TrivialAugment-wide (instead of it),
+  # and random erasing with this probability and mode ('const', 'rand', 'pixel').
+  config.rand_augment = ''
+  config.trivial_augment = False
+  config.random_erasing = 0.0
+  config.random_erasing_mode = 'pixel'
+  # Repeated augmentation (timm's RepeatAugSampler): each example k times in a
+  # row of the epoch's order, augmented differently, its copies on different
+  # devices; epochs keep their length. 1 = off; ResNet strikes back: 3.
+  config.repeated_augmentation = 1
   # Evaluation transform of augment='imagenet'. 0: the centre 224/256 of the
   # shorter side, resized to image_size (the TF ResNet reference). N > 0:
   # torchvision's, the shorter side resized to N, then the centre image_size

@@ -100,7 +100,7 @@ def test_spec_errors_are_one_line_naming_the_field(ids_dataset, monkeypatch):
            (dict(num_workers=-2), 'num_workers=-2'),
            (dict(eval_resize=100, augment='imagenet'), 'eval_resize=100'),
            (dict(mean=(0.5, 0.5)), 'mean=(0.5, 0.5)'),
-           (dict(dataset='folder:'), "dataset='folder:' needs a path")]
+           (dict(dataset='folder:'), "dataset='folder:' names no dataset")]
   for overrides, message in cases:
     with pytest.raises(ConfigError, match=message.replace('(', r'\(').replace(')', r'\)')):
       specs.resolve(make_config(**overrides))
@@ -354,6 +354,38 @@ def test_rows_per_process_and_worker_processes_change_nothing(ids_dataset):
           np.concatenate([p[step]['image'] for p in parts]), b['image'])
     if step >= 2:
       np.testing.assert_array_equal(with_workers[step - 2]['image'], halves[1][step]['image'])
+
+
+def test_repeated_augmentation_shows_each_example_k_times_on_different_devices(ids_dataset):
+  inputs = ids_input(ids_dataset, repeated_augmentation=2, placement='host')
+  batches = take(inputs.train_batches(parallel.make_mesh()), 5)  # One epoch of 40.
+  ids = [image_ids(b['image']) for b in batches]
+  seen = np.concatenate(ids)
+  assert sorted(np.unique(seen, return_counts=True)[1]) == [2] * 20  # Half the split, twice.
+  for batch in ids:  # Copies 4 rows apart: the two halves of the batch hold one each.
+    assert sorted(batch[:4]) == sorted(batch[4:])
+  # Different crops and flips of the same image.
+  first = batches[0]['image']
+  twin = int(np.flatnonzero(ids[0][4:] == ids[0][0])[0]) + 4
+  assert not np.array_equal(first[0], first[twin])
+  with pytest.raises(ConfigError, match='repeated_augmentation=3 must be .* divides batch_size=8'):
+    ids_input(ids_dataset, repeated_augmentation=3)
+
+
+def test_recipe_host_augmentations_are_deterministic_and_need_the_host(ids_dataset):
+  transform = transforms.Transform('cifar', 16, rand_augment='rand-m9-mstd0.5-inc1',
+                                   random_erasing=1.0, mean=(0.5,) * 3, std=(0.25,) * 3)
+  record = (id_image(5), 1)
+  outs = [transform(record, np.random.default_rng(s))['image'] for s in (0, 0, 1)]
+  np.testing.assert_array_equal(outs[0], outs[1])
+  assert not np.array_equal(outs[0], outs[2])
+  plain = transforms.Transform('cifar', 16)(record, np.random.default_rng(0))['image']
+  assert not np.array_equal(outs[0], plain)
+  assert not ids_input(ids_dataset, trivial_augment=True).resident  # auto: the host.
+  with pytest.raises(ConfigError, match='run in the host pipeline'):
+    specs.resolve(make_config(random_erasing=0.25, placement='device'))
+  with pytest.raises(ConfigError, match='rand-m9'):
+    specs.resolve(make_config(rand_augment='rand-m9-xx'))
 
 
 # --- evaluation -------------------------------------------------------------------------

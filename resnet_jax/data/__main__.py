@@ -4,10 +4,10 @@ r"""Prepares (or indexes) a config's dataset once, then prints its DatasetMeta a
         [--config.data_dir=DIR] [--config.manual_dir=DIR] \
         [--config.dataset=folder:PATH]
 
-Preparing a registered tfds dataset needs TensorFlow (pip install -e
-'.[tfds]'); training and evaluation read it without. Downloads only with
---config.download=True (the default) and a reachable download host; offline it says within seconds what to do instead (one line
-on stderr, exit status 2).
+Preparing a registered tfds dataset needs TensorFlow (pip install -e '.[tfds]');
+training and evaluation read it without. Downloads only with download=True (the
+default) and a reachable host; offline it says within seconds what to do
+instead (one line on stderr, exit status 2).
 """
 
 import dataclasses
@@ -25,8 +25,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The data command's flags (see cli.run)."""
-  config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                  lock_config=True)
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
   flags.mark_flags_as_required(['config'])
 
 

@@ -3,25 +3,18 @@
 PATH is a directory or a .tar/.tar.gz/.tgz/.tar.bz2/.tar.xz archive laid out
 `split/class/image` (optionally under one common top folder). The first use
 reads every image once (a corrupt file is found here, never in training),
-measures the per-channel statistics of each split, and writes an index to
-`DATA_DIR/folder_<name>_<fingerprint>/v2/`:
-
-- images of one shape whose decoded splits fit in `ARRAYS_LIMIT` bytes (CIFAR
-  and the like): decoded uint8 arrays, memory-mapped by every reader;
-- otherwise, from a directory: the file names (images are read where they
-  are); from an archive: the encoded bytes packed in one file per split
-  (an archive has no random access).
-
-The fingerprint covers an archive's size and mtime (a directory's file names
-and folder mtimes), so an edited source is indexed again and different
-sources never collide. Concurrent first uses (several processes of one job)
-wait for one another; a preparation that was interrupted leaves a temporary
-directory that the next one removes.
+measures each split's per-channel statistics, and writes an index to
+DATA_DIR/folder_<name>_<fingerprint>/v2/: decoded uint8 arrays (memory-mapped
+by every reader) when the images share one shape and fit in ARRAYS_LIMIT
+bytes; otherwise the file names of a directory, or an archive's encoded bytes
+packed one file per split (an archive has no random access). The fingerprint
+covers an archive's size and mtime (a directory's names and folder mtimes): an
+edited source is indexed again. Concurrent first uses wait for one another; an
+interrupted indexing leaves a temporary directory that the next one removes.
 """
 
 import bz2
 import concurrent.futures
-import dataclasses
 import fcntl
 import functools
 import gzip
@@ -38,7 +31,6 @@ import tarfile
 import tempfile
 import time
 import zlib
-from typing import Iterator
 
 import numpy as np
 
@@ -49,158 +41,88 @@ from resnet_jax.errors import ConfigError
 IMAGE_EXTENSIONS = frozenset(
     {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'})
 ARCHIVE_SUFFIXES = ('.tar.gz', '.tar.bz2', '.tar.xz', '.tgz', '.tar')
-# Bump when the index format changes, so old indexes are not reused.
-FORMAT = 2
+FORMAT = 2  # Bumped when the index format changes: old indexes are not reused.
 ARRAYS_LIMIT = 4 << 30
 _CHUNK = 256
-_REPORTED_INDIVIDUALLY = 20
+_REPORTED = 20  # Unreadable images named one by one; the index lists them all.
 _STATS_PIXELS = 4096
-
 log = logging.getLogger(__name__)
-# Indexes opened in this process, by directory: a second open reads no file.
-_OPENED = {}
-
-
-def check_source(path: str, dataset: str) -> None:
-  """Raises ConfigError unless `path` is a directory or an archive that exists."""
-  if not os.path.exists(path):
-    raise ConfigError(
-        f'dataset {dataset!r}: {path} does not exist; folder datasets are a '
-        'directory or a .tar/.tar.gz archive laid out split/class/image')
-  if not os.path.isdir(path) and not path.endswith(ARCHIVE_SUFFIXES):
-    raise ConfigError(f'dataset {dataset!r}: {path} is neither a directory nor an '
-                      f'archive ({", ".join(ARCHIVE_SUFFIXES)})')
+_OPENED = {}  # Indexes read by this process, by directory.
 
 
 def index_dir(path: str, data_dir: str) -> str:
   """Where the index of `path` lives: DATA_DIR/folder_<slug>_<fingerprint>/v<FORMAT>."""
-  base = os.path.basename(path.rstrip('/'))
-  for suffix in ARCHIVE_SUFFIXES:
-    if base.endswith(suffix):
-      base = base[:-len(suffix)]
-      break
+  base = re.sub(r'(\.tar(\.gz|\.bz2|\.xz)?|\.tgz)$', '', os.path.basename(path.rstrip('/')))
   slug = re.sub(r'[^a-z0-9]+', '_', base.lower()).strip('_')[:40] or 'data'
-  return os.path.join(data_dir, f'folder_{slug}_{_fingerprint(path)}', f'v{FORMAT}')
-
-
-def _fingerprint(path: str) -> str:
   h = hashlib.sha256(f'format={FORMAT}'.encode())
   if os.path.isdir(path):
-    # File names and folder mtimes: catches added, removed and renamed images
-    # without stat-ing a million files on every start.
     for root, dirs, files in os.walk(path):
       dirs.sort()
-      rel = os.path.relpath(root, path)
-      h.update(f'\0d{rel}\0{os.stat(root).st_mtime_ns}'.encode())
-      for f in sorted(files):
-        h.update(f'\0f{f}'.encode())
+      h.update(f'\0d{os.path.relpath(root, path)}\0{os.stat(root).st_mtime_ns}'.encode())
+      h.update(''.join(f'\0f{f}' for f in sorted(files)).encode())
   else:
     st = os.stat(path)
     h.update(f'\0a{st.st_size}\0{st.st_mtime_ns}'.encode())
-  return h.hexdigest()[:12]
+  return os.path.join(data_dir, f'folder_{slug}_{h.hexdigest()[:12]}', f'v{FORMAT}')
 
 
-def _is_image_name(name: str) -> bool:
-  parts = name.split('/')
+def _is_image(name: str) -> bool:
   # Hidden files and macOS resource forks ('._x.jpg', '__MACOSX/') are not images.
-  if any(p.startswith('.') and p not in ('.', '..') or p == '__MACOSX' for p in parts):
+  if any(p.startswith('.') and p not in ('.', '..') or p == '__MACOSX'
+         for p in name.split('/')):
     return False
   return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _iter_source(path: str) -> Iterator[tuple[str, bytes | Exception]]:
-  """(member path, bytes or the read error) for every image file, in order."""
+def _read_source(path: str):
+  """(member path, bytes or the read error) of every image, in order."""
   if not os.path.isdir(path):
-    yield from _iter_archive(path)
+    yield from _read_archive(path)
     return
   for root, dirs, files in os.walk(path):
     dirs.sort()
-    for f in sorted(files):
-      member = os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/')
-      if _is_image_name(member):
+    for name in sorted(files):
+      member = os.path.relpath(os.path.join(root, name), path).replace(os.sep, '/')
+      if _is_image(member):
         try:
-          with open(os.path.join(root, f), 'rb') as fobj:
-            yield member, fobj.read()
+          with open(os.path.join(root, name), 'rb') as f:
+            yield member, f.read()
         except OSError as e:
           yield member, e
 
 
-class _CountingReader:
-  """A file object's `read`, counting the bytes it has returned."""
-
-  def __init__(self, fobj):
-    self._fobj = fobj
-    self.count = 0
-
-  def read(self, size=-1):
-    data = self._fobj.read(size)
-    self.count += len(data)
-    return data
-
-
-def _open_decompressed(path: str):
-  """The archive's tar stream, decompressed by the module that checks its trailer.
-
-  tarfile's own gzip/bz2/xz streams stop silently at a cut; gzip, bz2 and lzma
-  raise EOFError when the compressed stream ends before its end marker.
-  """
+def _read_archive(path: str):
+  """(member, bytes) of an archive's images; ConfigError naming it if it is damaged."""
+  size = os.path.getsize(path)
+  damaged = lambda why: ConfigError(f'archive {path} is damaged or truncated ({why}); '
+                                    f'copy or download it again (its size is {size:,} bytes)')
   with open(path, 'rb') as f:
     magic = f.read(6)
-  if magic.startswith(b'\x1f\x8b'):
-    return gzip.open(path, 'rb')
-  if magic.startswith(b'BZh'):
-    return bz2.open(path, 'rb')
-  if magic.startswith(b'\xfd7zXZ\x00'):
-    return lzma.open(path, 'rb')
-  return open(path, 'rb')
-
-
-def _iter_archive(path: str):
-  """(member path, bytes) of an archive's images; ConfigError if it is damaged."""
-  def damaged(why: str) -> ConfigError:
-    return ConfigError(
-        f'archive {path} is damaged or truncated ({why}); copy or download it '
-        f'again (its size is {os.path.getsize(path):,} bytes)')
-
+  # tarfile's own decompressors stop quietly at a cut; these raise EOFError.
+  opener = (gzip.open if magic.startswith(b'\x1f\x8b') else bz2.open if magic.startswith(
+      b'BZh') else lzma.open if magic.startswith(b'\xfd7zXZ\x00') else open)
   try:
-    with _open_decompressed(path) as raw:
-      stream = _CountingReader(raw)
-      # 'r|' reads the archive as a stream: no seeking, no extraction.
-      with tarfile.open(fileobj=stream, mode='r|') as tar:
+    with opener(path, 'rb') as raw:
+      with tarfile.open(fileobj=raw, mode='r|') as tar:  # A stream: no seeks.
         for info in tar:
           member = info.name[2:] if info.name.startswith('./') else info.name
-          if info.isfile() and _is_image_name(member):
+          if info.isfile() and _is_image(member):
             yield member, tar.extractfile(info).read()
-        end_of_archive = tar.offset
-      # tarfile ends quietly at a missing or partial header; only the
-      # end-of-archive block means the stream was whole. Draining the rest
-      # makes a compressed stream check its trailer.
-      while stream.read(1 << 20):
+        end = tar.offset
+      # tarfile also ends quietly at a missing header: only the end-of-archive
+      # block means it was whole. Draining makes a compressed stream check its trailer.
+      while raw.read(1 << 20):
         pass
+      read = raw.tell()
   except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
     raise damaged(f'{type(e).__name__}: {e}') from None
-  if stream.count < end_of_archive + tarfile.BLOCKSIZE:
-    raise damaged(f'it ends at byte {stream.count:,} of its tar stream, before '
-                  'the end-of-archive block')
+  if read < end + tarfile.BLOCKSIZE:
+    raise damaged(f'it ends at byte {read:,} of its tar stream, before the end-of-archive '
+                  'block')
 
 
-def _layout(path: str, member: str, prefix: list[str] | None
-            ) -> tuple[list[str], str, str]:
-  """(top-folder prefix, split, class) of an image at `member`, checking the layout."""
-  parts = member.split('/')
-  if len(parts) < 3 or (prefix is not None and parts[:-3] != prefix):
-    raise ConfigError(
-        f'{path}: {member!r} is not laid out like the other images; expected '
-        "split/class/image (all under the same top folder), e.g. 'train/cat/0001.jpg'")
-  split = parts[-3]
-  if not re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*', split):
-    raise ConfigError(f'{path}: split folder {split!r} must be a name like '
-                      "'train', 'test' or 'validation' (letters, digits, _)")
-  return parts[:-3], split, parts[-2]
-
-
-def _decode(data: bytes | Exception):
-  """(uint8 RGB array, None) or (None, the reason it cannot be read)."""
+def _decode(data):
+  """(uint8 RGB array, None), or (None, why it cannot be read)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if isinstance(data, Exception):
     return None, f'{type(data).__name__}: {data}'
@@ -212,165 +134,155 @@ def _decode(data: bytes | Exception):
   except Image.UnidentifiedImageError:
     return None, 'not an image format PIL reads'
   except Exception as e:  # pylint: disable=broad-except
-    # PIL raises many types (OSError, SyntaxError, ValueError...) for bad data.
-    return None, f'{type(e).__name__}: {e}'
+    return None, f'{type(e).__name__}: {e}'  # PIL raises many types for bad data.
 
 
-def _channel_sums(image: np.ndarray) -> np.ndarray:
-  """[sum, sum of squares, count] per channel, over a subsample of the pixels."""
-  stride = max(1, int((image.shape[0] * image.shape[1] / _STATS_PIXELS) ** 0.5))
-  pixels = image[::stride, ::stride].reshape(-1, 3).astype(np.float64) / 255
-  return np.stack([pixels.sum(0), (pixels ** 2).sum(0), np.full(3, len(pixels))])
+def _decoded(path: str):
+  """(member, bytes, image or None, reason) of every image, in order.
+
+  Decoding runs on a thread pool (PIL releases the GIL while it decodes),
+  overlapping the sequential reading of the source; a bounded number of
+  chunks in flight keeps memory flat for huge archives.
+  """
+  workers = max(1, min(16, os.cpu_count() or 1))
+  decode = lambda chunk: [_decode(data) for _, data in chunk]
+  pending, chunk = [], []
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    for item in _read_source(path):
+      chunk.append(item)
+      if len(chunk) == _CHUNK:
+        pending.append((chunk, pool.submit(decode, chunk)))
+        chunk = []
+      while len(pending) > 2 * workers or (pending and pending[0][1].done()):
+        done, future = pending.pop(0)
+        yield from ((m, d, *r) for (m, d), r in zip(done, future.result()))
+    pending.append((chunk, pool.submit(decode, chunk)))
+    for done, future in pending:
+      yield from ((m, d, *r) for (m, d), r in zip(done, future.result()))
 
 
-@dataclasses.dataclass
-class _Split:
-  labels: list = dataclasses.field(default_factory=list)  # Class names.
-  members: list = dataclasses.field(default_factory=list)
-  images: list = dataclasses.field(default_factory=list)  # Decoded, while kept.
-  sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((3, 3)))
-  blob: object = None  # Encoded bytes of an archive's split, as written.
-  offsets: list = dataclasses.field(default_factory=lambda: [0])
+def _statistics(sums: np.ndarray) -> tuple[list[float], list[float]]:
+  """(mean, std) from [sum, sum of squares, count]; a constant channel gets std 1/255."""
+  mean = sums[0] / sums[2]
+  return mean.tolist(), np.maximum(np.sqrt(np.maximum(sums[1] / sums[2] - mean ** 2, 0)),
+                                   1 / 255).tolist()
 
 
 def _scan(path: str, tmp: str, on_corrupt: str) -> dict:
-  """Reads every image once; writes the split files into `tmp`; returns the index."""
-  splits, corrupt, shapes = {}, [], set()
-  prefix, decoded_bytes, keep_arrays = None, 0, True
+  """Reads every image once, writes the split files into `tmp`; returns the index."""
   archive = not os.path.isdir(path)
-
-  def add(member, data, image, reason):
-    nonlocal prefix, decoded_bytes, keep_arrays
-    prefix, split, label = _layout(path, member, prefix)
+  splits, corrupt, shapes, prefix, decoded_bytes, arrays = {}, [], set(), None, 0, True
+  for member, data, image, reason in _decoded(path):
+    parts = member.split('/')
+    if len(parts) < 3 or (prefix is not None and parts[:-3] != prefix):
+      raise ConfigError(
+          f'{path}: {member!r} is not laid out like the other images; expected '
+          "split/class/image (all under the same top folder), e.g. 'train/cat/0001.jpg'")
+    prefix, split, label = parts[:-3], parts[-3], parts[-2]
+    if not re.fullmatch(r'[A-Za-z]\w*', split):
+      raise ConfigError(f'{path}: split folder {split!r} must be a name like '
+                        "'train', 'test' or 'validation' (letters, digits, _)")
     if image is None:
-      where = os.path.join(path, member) if not archive else f'{path}:{member}'
+      where = f'{path}:{member}' if archive else os.path.join(path, member)
       if on_corrupt == 'error':
         raise ConfigError(f'unreadable image {where} ({reason}); remove or replace it, '
                           'or set --config.on_corrupt_image=skip to leave it out')
       corrupt.append(member)
-      if len(corrupt) <= _REPORTED_INDIVIDUALLY:
+      if len(corrupt) <= _REPORTED:
         log.warning('skipping unreadable image %s: %s', where, reason)
-      return
-    s = splits.setdefault(split, _Split())
-    s.labels.append(label)
-    s.members.append(member)
-    s.sums += _channel_sums(image)
+      continue
+    s = splits.setdefault(split, {'labels': [], 'members': [], 'images': [],
+                                  'sums': np.zeros((3, 3)), 'offsets': [0], 'blob': None})
+    s['labels'].append(label)
+    s['members'].append(member)
+    stride = max(1, int((image.shape[0] * image.shape[1] / _STATS_PIXELS) ** 0.5))
+    pixels = image[::stride, ::stride].reshape(-1, 3) / 255
+    s['sums'] += [pixels.sum(0), (pixels ** 2).sum(0), [len(pixels)] * 3]
     shapes.add(image.shape)
     decoded_bytes += image.nbytes
-    if keep_arrays and (len(shapes) > 1 or decoded_bytes > ARRAYS_LIMIT):
-      keep_arrays = False  # Stored encoded instead: free the decoded copies.
+    if arrays and (len(shapes) > 1 or decoded_bytes > ARRAYS_LIMIT):
+      arrays = False  # Stored encoded: free the decoded copies.
       for other in splits.values():
-        other.images = []
-    if keep_arrays:
-      s.images.append(image)
+        other['images'] = None
+    if arrays:
+      s['images'].append(image)
     if archive:
-      if s.blob is None:
-        s.blob = open(os.path.join(tmp, f'{split}.blob'), 'wb')
-      s.blob.write(data)
-      s.offsets.append(s.offsets[-1] + len(data))
-
-  # Decoding runs on a thread pool (PIL releases the GIL while it decodes),
-  # overlapping the sequential reading of the source; a bounded number of
-  # chunks in flight keeps memory flat for huge archives.
-  workers = max(1, min(16, os.cpu_count() or 1))
-  pending = []
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    chunk = []
-    for item in _iter_source(path):
-      chunk.append(item)
-      if len(chunk) == _CHUNK:
-        pending.append((chunk, pool.submit(lambda c: [_decode(d) for _, d in c], chunk)))
-        chunk = []
-      while len(pending) > 2 * workers:
-        done, future = pending.pop(0)
-        for (member, data), result in zip(done, future.result()):
-          add(member, data, *result)
-    pending.append((chunk, pool.submit(lambda c: [_decode(d) for _, d in c], chunk)))
-    for done, future in pending:
-      for (member, data), result in zip(done, future.result()):
-        add(member, data, *result)
+      s['blob'] = s['blob'] or open(os.path.join(tmp, f'{split}.blob'), 'wb')
+      s['blob'].write(data)
+      s['offsets'].append(s['offsets'][-1] + len(data))
   if not splits:
     raise ConfigError(f'{path} holds no readable images; expected split/class/image '
                       f'files with extensions {sorted(IMAGE_EXTENSIONS)}')
-  class_names = sorted({l for s in splits.values() for l in s.labels})
-  index = {name: i for i, name in enumerate(class_names)}
-  storage = 'arrays' if keep_arrays else ('blob' if archive else 'files')
+  class_names = sorted({l for s in splits.values() for l in s['labels']})
   info = {'format': FORMAT, 'source': path, 'class_names': class_names,
-          'storage': storage, 'splits': {}, 'skipped_corrupt_images': len(corrupt),
-          'corrupt_images': corrupt[:1000],
-          'image_hw': list(next(iter(shapes))[:2]) if len(shapes) == 1 else None}
+          'storage': 'arrays' if arrays else 'blob' if archive else 'files',
+          'image_hw': list(shapes.pop()[:2]) if len(shapes) == 1 else None,
+          'skipped_corrupt_images': len(corrupt), 'corrupt_images': corrupt[:1000],
+          'splits': {}}
   for name, s in sorted(splits.items()):
-    sums = s.sums
-    mean = sums[0] / sums[2]
-    info['splits'][name] = {
-        'num_examples': len(s.labels), 'mean': mean.tolist(),
-        # A channel that never varies would divide by zero: one level at least.
-        'std': np.maximum(np.sqrt(np.maximum(sums[1] / sums[2] - mean ** 2, 0)),
-                          1 / 255).tolist()}
-    np.save(os.path.join(tmp, f'{name}.labels.npy'),
-            np.array([index[l] for l in s.labels], np.int32))
-    if s.blob is not None:
-      s.blob.close()
-    if storage == 'arrays':
-      np.save(os.path.join(tmp, f'{name}.images.npy'), np.stack(s.images))
-      s.images = []
-    elif storage == 'blob':
-      np.save(os.path.join(tmp, f'{name}.offsets.npy'), np.array(s.offsets, np.int64))
+    mean, std = _statistics(s['sums'])
+    info['splits'][name] = {'num_examples': len(s['labels']), 'mean': mean, 'std': std}
+    labels = np.array([class_names.index(l) for l in s['labels']], np.int32)
+    np.save(os.path.join(tmp, f'{name}.labels.npy'), labels)
+    if s['blob']:
+      s['blob'].close()
+    if arrays:
+      np.save(os.path.join(tmp, f'{name}.images.npy'), np.stack(s['images']))
+      s['images'] = None
+      if archive:
+        os.remove(os.path.join(tmp, f'{name}.blob'))
+    elif archive:
+      np.save(os.path.join(tmp, f'{name}.offsets.npy'), np.array(s['offsets'], np.int64))
     else:
       with open(os.path.join(tmp, f'{name}.files.json'), 'w', encoding='utf-8') as f:
-        json.dump(s.members, f)
-  for name in splits:
-    if storage != 'blob' and os.path.exists(os.path.join(tmp, f'{name}.blob')):
-      os.remove(os.path.join(tmp, f'{name}.blob'))
+        json.dump(s['members'], f)
   return info
-
-
-def _write_index(path: str, directory: str, on_corrupt: str) -> None:
-  """Scans `path` into a temporary directory beside `directory`, then renames it."""
-  parent = os.path.dirname(directory)
-  for stale in os.listdir(parent):
-    # Left by an interrupted preparation: we hold the lock, so none is in use.
-    if stale.startswith(f'.{os.path.basename(directory)}.tmp'):
-      shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(directory)}.tmp', dir=parent)
-  try:
-    start = time.time()
-    info = _scan(path, tmp, on_corrupt)
-    info['seconds'] = round(time.time() - start, 3)
-    with open(os.path.join(tmp, 'index.json'), 'w', encoding='utf-8') as f:
-      json.dump(info, f, indent=1)
-    os.rename(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  log.warning('indexed %s: %d images (%s), %d unreadable skipped, in %.1f s; index in %s',
-              path, sum(s['num_examples'] for s in info['splits'].values()),
-              info['storage'], info['skipped_corrupt_images'], info['seconds'], directory)
 
 
 def _index(spec: spec_lib.DataSpec) -> tuple[str, dict]:
   """(index directory, index.json) of spec's folder, indexing it on first use."""
-  check_source(spec.path, spec.dataset)
+  if not os.path.exists(spec.path):
+    raise ConfigError(f'dataset {spec.dataset!r}: {spec.path} does not exist; folder '
+                      'datasets are a directory or a .tar/.tar.gz archive laid out '
+                      'split/class/image')
+  if not os.path.isdir(spec.path) and not spec.path.endswith(ARCHIVE_SUFFIXES):
+    raise ConfigError(f'dataset {spec.dataset!r}: {spec.path} is neither a directory nor '
+                      f'an archive ({", ".join(ARCHIVE_SUFFIXES)})')
   directory = index_dir(spec.path, spec.data_dir)
-  if directory not in _OPENED:
-    try:
-      os.makedirs(os.path.dirname(directory), exist_ok=True)
-    except OSError as e:
-      raise ConfigError(f'cannot create the dataset cache {os.path.dirname(directory)}: '
-                        f'{e.strerror or e}; set --config.data_dir to a writable '
-                        'directory') from None
-    with open(os.path.join(os.path.dirname(directory), '.lock'), 'w') as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      indexed_now = not os.path.exists(os.path.join(directory, 'index.json'))
-      if indexed_now:
-        _write_index(spec.path, directory, spec.on_corrupt)
-    with open(os.path.join(directory, 'index.json'), encoding='utf-8') as f:
-      _OPENED[directory] = json.load(f)
-    skipped = _OPENED[directory]['skipped_corrupt_images']
-    if skipped and not indexed_now:
-      log.warning('%s: %d unreadable image(s) were skipped when it was indexed (listed '
-                  'in %s/index.json)', spec.dataset, skipped, directory)
-  return directory, _OPENED[directory]
+  parent, name = os.path.split(directory)
+  if directory in _OPENED:
+    return directory, _OPENED[directory]
+  try:
+    os.makedirs(parent, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f'cannot create the dataset index {parent}: {e.strerror or e}; set '
+                      '--config.data_dir to a writable directory') from None
+  with open(os.path.join(parent, '.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    indexed_now = not os.path.exists(os.path.join(directory, 'index.json'))
+    if indexed_now:
+      for stale in os.listdir(parent):  # An interrupted indexing's: none in use.
+        if stale.startswith(f'.{name}.tmp'):
+          shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+      tmp = tempfile.mkdtemp(prefix=f'.{name}.tmp', dir=parent)
+      try:
+        start = time.time()
+        info = _scan(spec.path, tmp, spec.on_corrupt)
+        info['seconds'] = round(time.time() - start, 3)
+        with open(os.path.join(tmp, 'index.json'), 'w', encoding='utf-8') as f:
+          json.dump(info, f, indent=1)
+        os.rename(tmp, directory)
+      finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+      log.warning('indexed %s: %d images (%s), %d unreadable skipped, in %.1f s; index '
+                  'in %s', spec.path, sum(s['num_examples'] for s in info['splits'].values()),
+                  info['storage'], info['skipped_corrupt_images'], info['seconds'], directory)
+  with open(os.path.join(directory, 'index.json'), encoding='utf-8') as f:
+    info = _OPENED[directory] = json.load(f)
+  if info['skipped_corrupt_images'] and not indexed_now:
+    log.warning('%s: %d unreadable image(s) were skipped when it was indexed (listed in '
+                '%s/index.json)', spec.dataset, info['skipped_corrupt_images'], directory)
+  return directory, info
 
 
 def _open_arrays(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -378,48 +290,36 @@ def _open_arrays(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
           np.load(os.path.join(directory, f'{split}.labels.npy')))
 
 
-class _BlobReader:
-  """Encoded images of an archive's splits, packed one split per file."""
+class _Reader:
+  """Encoded images: packed per split (an archive's), or read from `root` by name."""
 
-  def __init__(self, directory: str):
-    self._directory = directory
-    self._open = {}
+  def __init__(self, directory: str, root: str | None):
+    self._directory, self._root, self._open = directory, root, {}
 
-  def __getstate__(self):
-    return {'_directory': self._directory, '_open': {}}
+  def __getstate__(self):  # Files open lazily in each worker process.
+    return {**self.__dict__, '_open': {}}
 
   def __call__(self, split: str, row: int) -> bytes:
     if split not in self._open:
-      with open(os.path.join(self._directory, f'{split}.blob'), 'rb') as f:
-        blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-      offsets = np.load(os.path.join(self._directory, f'{split}.offsets.npy'))
-      self._open[split] = (blob, offsets)
-    blob, offsets = self._open[split]
-    return blob[offsets[row]:offsets[row + 1]]
-
-
-class _FileReader:
-  """Encoded images read from the source directory, by the names indexed."""
-
-  def __init__(self, root: str, directory: str):
-    self._root, self._directory = root, directory
-    self._names = {}
-
-  def __getstate__(self):
-    return {'_root': self._root, '_directory': self._directory, '_names': {}}
-
-  def __call__(self, split: str, row: int) -> bytes:
-    if split not in self._names:
-      with open(os.path.join(self._directory, f'{split}.files.json'), encoding='utf-8') as f:
-        self._names[split] = json.load(f)
-    path = os.path.join(self._root, self._names[split][row])
+      where = functools.partial(os.path.join, self._directory)
+      if self._root is None:
+        with open(where(f'{split}.blob'), 'rb') as f:
+          blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._open[split] = (blob, np.load(where(f'{split}.offsets.npy')))
+      else:
+        with open(where(f'{split}.files.json'), encoding='utf-8') as f:
+          self._open[split] = json.load(f)
+    if self._root is None:
+      blob, offsets = self._open[split]
+      return blob[offsets[row]:offsets[row + 1]]
+    path = os.path.join(self._root, self._open[split][row])
     try:
       with open(path, 'rb') as f:
         return f.read()
     except OSError as e:
-      raise ConfigError(f'cannot read {path} ({e.strerror or e}), which was there when '
-                        f'the folder was indexed; restore it, or delete '
-                        f'{self._directory} to index the folder again') from None
+      raise ConfigError(f'cannot read {path} ({e.strerror or e}), which was there when the '
+                        f'folder was indexed; restore it, or delete {self._directory} to '
+                        'index the folder again') from None
 
 
 def open_folder(spec: spec_lib.DataSpec) -> sources.Dataset:
@@ -427,21 +327,19 @@ def open_folder(spec: spec_lib.DataSpec) -> sources.Dataset:
   directory, info = _index(spec)
   sizes = {name: s['num_examples'] for name, s in info['splits'].items()}
   train, evaluation = sources.default_splits(spec, sizes)
-  train_bases = [name for name, _, _ in sources.parse_split(train, sizes)]
-  stats = info['splits'][train_bases[0]]
+  stats = info['splits'][sources.parse_split(train, sizes)[0][0]]
   hw = tuple(info['image_hw']) if info['image_hw'] else (None, None)
   meta = sources.make_meta(spec, sizes=sizes, train=train, evaluation=evaluation,
                            native_hw=hw, classes=info['class_names'],
                            statistics=(tuple(stats['mean']), tuple(stats['std'])))
+  labels = {name: np.load(os.path.join(directory, f'{name}.labels.npy')) for name in sizes}
+  reader = _Reader(directory, None if info['storage'] == 'blob' else info['source'])
 
   def source(expression):
     pieces = sources.parse_split(expression, sizes)
     if info['storage'] == 'arrays':
       return sources.ArraySource(pieces, functools.partial(_open_arrays, directory))
-    labels = {name: np.load(os.path.join(directory, f'{name}.labels.npy')) for name in sizes}
-    read = (_BlobReader(directory) if info['storage'] == 'blob'
-            else _FileReader(info['source'], directory))
-    return sources.EncodedSource(pieces, read, labels)
+    return sources.EncodedSource(pieces, reader, labels)
 
   return sources.Dataset(meta=meta, train=source(train), eval=source(evaluation),
                          native_hw=hw)

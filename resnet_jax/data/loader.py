@@ -1,24 +1,23 @@
-"""Host batches with grain: one order for every process count, resumable at any step.
+"""Host batches with grain: one order for any number of processes, resumable at any step.
 
 Training is a stream of positions g = step * B + row over the GLOBAL batch B.
-Position g lies in epoch e = g // (steps_per_epoch * B) and is example
-order_e[g mod (steps_per_epoch * B)], where order_e is grain's index shuffle
-of the split seeded by (seed, e): each epoch is a fresh permutation, cut to
-whole batches. Example g is augmented with a generator that grain seeds from
-(seed, g). Process p of P reads rows [p * B/P, (p + 1) * B/P) of every global
-batch. So what step s trains on depends on (seed, s) alone, not on how many
-processes, devices or worker processes there are; resuming at step s starts
-the same stream at s * B (index arithmetic: no iterator state to save).
-
-Evaluation streams positions 0 .. num_batches * B - 1 the same way: position
-g < N is example g (mask True), the rest padding (mask False), so every
-example is counted once and every process runs the same number of batches.
-
-Per-example work (decoding, cropping, augmentation) and batching run in
-`workers` processes (grain's `mp_prefetch`); 0 runs them in this process.
+Position g is in epoch e = g // (steps_per_epoch * B) and shows example
+order_e[g mod (steps_per_epoch * B)], order_e being grain's index shuffle of
+the split seeded by (seed, e): a fresh permutation each epoch, cut to whole
+batches. Example g is augmented with the generator grain seeds from (seed, g).
+Process p of P reads rows [p * B/P, (p + 1) * B/P) of every global batch. So
+step s trains on what (seed, s) alone decide, whatever the processes, devices
+or worker processes; resuming at step s starts the stream at s * B (index
+arithmetic: no iterator state to checkpoint). Evaluation streams positions
+0 .. num_batches * B - 1: example g while g < N (mask True), then padding
+(mask False); every example counts once and every process runs as many batches.
+Per-example work and batching run in `workers` processes (grain's
+mp_prefetch); 0 runs them in this process.
 """
 
+import atexit
 import dataclasses
+import functools
 import sys
 from typing import Any, Callable, Iterator
 
@@ -29,77 +28,14 @@ SHUFFLE, AUGMENT = 1, 2
 
 
 def mixed_seed(seed: int, purpose: int) -> int:
-  """A 32-bit seed depending on (seed, purpose) only, well mixed.
-
-  grain seeds epoch e's shuffle with seed + e: hashing keeps run 1's epoch 0
-  from being run 0's epoch 1.
-  """
+  """A 32-bit seed of (seed, purpose), well mixed: grain seeds epoch e with seed + e,
+  so unmixed seeds would make run 1's epoch 0 run 0's epoch 1."""
   return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
-
-
-class _TrainStream(grain.MapDataset):
-  """Position g of the training stream -> the record of the example it shows."""
-
-  def __init__(self, source, *, seed: int, per_epoch: int):
-    super().__init__(grain.MapDataset.range(len(source)).shuffle(
-        seed=mixed_seed(seed, SHUFFLE)))
-    self._source, self._n, self._per_epoch = source, len(source), per_epoch
-
-  def __len__(self) -> int:
-    return sys.maxsize
-
-  def example(self, position: int) -> int:
-    epoch, i = divmod(position, self._per_epoch)
-    return self._parent[epoch * self._n + i]
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return self.slice(index)
-    return self._source[self.example(index)]
-
-
-class _EvalStream(grain.MapDataset):
-  """Position g -> {'image', 'label', 'mask'}: example g, or padding past the split."""
-
-  def __init__(self, source, transform: Callable, *, length: int, padding: dict):
-    super().__init__()
-    self._source, self._transform = source, transform
-    self._length, self._padding = length, padding
-
-  def __len__(self) -> int:
-    return self._length
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return self.slice(index)
-    if index < len(self._source):
-      return {**self._transform(self._source[index], None), 'mask': np.True_}
-    return self._padding
-
-
-def _iterate(batches: grain.MapDataset, workers: int) -> Iterator[Any]:
-  """Iterates a dataset of batches, in `workers` processes (0: this one)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags.
-  # Inside a worker (or alone) one thread computes batches: the work is CPU
-  # bound, and more threads per process only contend for the GIL.
-  dataset = batches.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
-  if workers > 0:
-    dataset = dataset.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
-  iterator = iter(dataset)
-  try:
-    yield from iterator
-  finally:
-    close = getattr(iterator, 'close', None)
-    if close is not None:
-      close()
 
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """This process's share of a global batch: rows [index * size, (index + 1) * size)."""
+  """This process's rows of a global batch: [index * size, (index + 1) * size)."""
   global_size: int
   index: int
   count: int
@@ -109,16 +45,102 @@ class Layout:
     return self.global_size // self.count
 
 
-def train_stream(source, *, seed: int, steps_per_epoch: int, global_batch: int
-                 ) -> _TrainStream:
-  """The training stream's positions -> records (also gives the epoch orders)."""
-  return _TrainStream(source, seed=seed, per_epoch=steps_per_epoch * global_batch)
+class _TrainStream(grain.MapDataset):
+  """Position g of the training stream -> the record of the example it shows.
+
+  With `repeats` k > 1 (repeated augmentation, timm's RepeatAugSampler), the
+  epoch's order shows each example k times running, augmented differently,
+  and an epoch keeps its length (so it covers 1/k of the split); row r of a
+  global batch B shows the batch's position (r mod B/k) * k + r // (B/k), so
+  the k copies sit B/k rows apart: on different devices wherever there are k
+  or more, as timm spreads them over processes.
+  """
+
+  def __init__(self, source, *, seed: int, per_epoch: int, batch: int, repeats: int):
+    super().__init__(grain.MapDataset.range(len(source)).shuffle(seed=mixed_seed(seed, SHUFFLE)))
+    self._source, self._n, self._per_epoch = source, len(source), per_epoch
+    self._batch, self._k = batch, repeats
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def example(self, position: int) -> int:
+    if self._k > 1:
+      b, r = divmod(position, self._batch)
+      per_copy = self._batch // self._k
+      position = b * self._batch + (r % per_copy) * self._k + r // per_copy
+    epoch, i = divmod(position, self._per_epoch)
+    return self._parent[epoch * self._n + i // self._k]
+
+  def __getitem__(self, index):
+    return self.slice(index) if isinstance(index, slice) else self._source[self.example(index)]
+
+
+class _EvalStream(grain.MapDataset):
+  """Position g -> example g with mask True, or past the split the padding."""
+
+  def __init__(self, source, transform: Callable, *, length: int, padding: dict):
+    super().__init__()
+    self._source, self._transform, self._length, self._padding = (
+        source, transform, length, padding)
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    if index >= len(self._source):
+      return self._padding
+    return {**self._transform(self._source[index], None), 'mask': np.True_}
+
+
+@functools.cache
+def _free_shared_memory_at_exit() -> None:
+  """grain frees consumed batches' shared memory on a daemon thread pool; what it
+  has not got to at exit is reported as leaked by Python's resource tracker.
+  Waiting for the pool (and freeing later ones directly) avoids both."""
+  def wait():
+    from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
+    array = shared_memory_array.SharedMemoryArray
+    pool, array._del_thread_pool = getattr(array, '_del_thread_pool', None), None
+    if pool is not None:
+      pool.close()
+      pool.join()
+
+  atexit.register(wait)
+
+
+def _iterate(batches: grain.MapDataset, workers: int) -> Iterator[Any]:
+  """Iterates a dataset of batches in `workers` processes (0: this one)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # grain's workers read absl flags.
+  # One thread per process computes batches: the work is CPU bound, and more
+  # threads would only contend for the GIL.
+  dataset = batches.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  if workers > 0:
+    _free_shared_memory_at_exit()
+    dataset = dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
+  iterator = iter(dataset)
+  try:
+    yield from iterator
+  finally:
+    getattr(iterator, 'close', lambda: None)()
+
+
+def train_stream(source, *, seed: int, steps_per_epoch: int, global_batch: int,
+                 repeats: int = 1):
+  """The training stream: positions -> records; `.example(g)` gives the order."""
+  return _TrainStream(source, seed=seed, per_epoch=steps_per_epoch * global_batch,
+                      batch=global_batch, repeats=repeats)
 
 
 def train_batches(source, transform: Callable, *, seed: int, steps_per_epoch: int,
-                  layout: Layout, start_step: int = 0, workers: int = 0
+                  layout: Layout, start_step: int = 0, workers: int = 0, repeats: int = 1
                   ) -> Iterator[dict[str, np.ndarray]]:
-  """This process's share of every training batch from `start_step` on, endless.
+  """This process's rows of every training batch from `start_step` on, endless.
 
   Args:
     source: random-access records (sources.py).
@@ -128,21 +150,18 @@ def train_batches(source, transform: Callable, *, seed: int, steps_per_epoch: in
     layout: the global batch and this process's rows of it.
     start_step: the first step to produce (a resumed run's).
     workers: worker processes.
-
-  Returns:
-    An iterator of {'image': uint8 [layout.size, H, W, C], 'label': int32 [...]}.
+    repeats: copies of each example in a row of the order (repeated augmentation).
   """
   stream = train_stream(source, seed=seed, steps_per_epoch=steps_per_epoch,
-                        global_batch=layout.global_size)
+                        global_batch=layout.global_size, repeats=repeats)
   batches = stream.random_map(transform, seed=mixed_seed(seed, AUGMENT)).batch(layout.size)
-  first = start_step * layout.count + layout.index
-  return _iterate(batches[first::layout.count], workers)
+  return _iterate(batches[start_step * layout.count + layout.index::layout.count], workers)
 
 
 def eval_batches(source, transform: Callable, *, layout: Layout, num_batches: int,
                  image_shape: tuple[int, ...], workers: int = 0
                  ) -> Iterator[dict[str, np.ndarray]]:
-  """This process's share of `num_batches` padded, masked eval batches."""
+  """This process's rows of `num_batches` padded eval batches, with 'mask'."""
   padding = {'image': np.zeros(image_shape, np.uint8), 'label': np.int32(0),
              'mask': np.False_}
   stream = _EvalStream(source, transform, length=num_batches * layout.global_size,
@@ -154,13 +173,8 @@ def materialize(source, transform: Callable, *, image_shape: tuple[int, ...],
                 workers: int = 0, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
   """Every record of `source` through `transform`, in order: (images, labels)."""
   n = len(source)
-  num_batches = -(-n // batch)
-  images = np.empty((n, *image_shape), np.uint8)
-  labels = np.empty((n,), np.int32)
-  for i, b in enumerate(eval_batches(source, transform, layout=Layout(batch, 0, 1),
-                                     num_batches=num_batches, image_shape=image_shape,
-                                     workers=workers)):
-    rows = slice(i * batch, min(n, (i + 1) * batch))
-    images[rows] = b['image'][:rows.stop - rows.start]
-    labels[rows] = b['label'][:rows.stop - rows.start]
-  return images, labels
+  parts = list(eval_batches(source, transform, layout=Layout(batch, 0, 1),
+                            num_batches=-(-n // batch), image_shape=image_shape,
+                            workers=workers))
+  return (np.concatenate([p['image'] for p in parts])[:n],
+          np.concatenate([p['label'] for p in parts])[:n])

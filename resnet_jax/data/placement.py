@@ -1,19 +1,12 @@
 """Batches onto the mesh, and the preprocessing that runs inside the step.
 
-Two placements of the training data:
-
-- streamed: the loader's host batches (each process its rows) become global
-  arrays sharded over the mesh's data axes (`parallel.shard_batch`), with
-  `prefetch` batches in flight so the next transfer overlaps the step;
-- resident: the whole train split is kept on every device (CIFAR-sized data)
-  and each device gathers its rows of every batch itself, in the loader's
-  order (the same epoch permutations, sent as a few integers per epoch); the
-  random crop + flip then run inside the step (`preprocess`). The host does
-  nothing per step.
-
-Evaluation is always streamed. `preprocess` casts and normalises (with the
-dataset's statistics) on the device: host batches stay uint8, a quarter of
-the bytes of float32.
+Training data are streamed (the loader's host batches, each process its rows,
+become global arrays sharded over the mesh's data axes, `prefetch` in flight
+so the transfer overlaps the step) or resident (the whole train split on every
+device; each device gathers its rows of each batch in the loader's order, sent
+as a few integers per epoch, and the step crops and flips them: the host does
+nothing per step). Evaluation is streamed. `preprocess` casts and normalises
+on the device: host batches stay uint8, a quarter of float32's bytes.
 """
 
 import collections
@@ -34,16 +27,13 @@ def stream(batches: Iterable[Any], mesh, prefetch: int) -> Iterator[Any]:
   """Host batches (this process's rows) -> global arrays, `prefetch` in flight."""
   queue = collections.deque()
   batches = iter(batches)
-
-  def enqueue(n):
-    for batch in itertools.islice(batches, n):
-      queue.append(parallel.shard_batch(batch, mesh))
-
   try:
-    enqueue(max(1, prefetch))
-    while queue:
+    while True:
+      for batch in itertools.islice(batches, max(1, prefetch) - len(queue)):
+        queue.append(parallel.shard_batch(batch, mesh))
+      if not queue:
+        return
       yield queue.popleft()
-      enqueue(1)
   finally:
     close = getattr(batches, 'close', None)
     if close is not None:
@@ -75,14 +65,9 @@ def resident(arrays: tuple[np.ndarray, np.ndarray], epoch_order, *, mesh,
              ) -> Iterator[dict]:
   """Endless training batches gathered on the devices from the resident split.
 
-  Args:
-    arrays: (images uint8 [M, H, W, C], labels int32 [M]); example i of the
-      source is row i % M (M < the split's size only for periodic sources).
-    epoch_order: epoch -> int [steps_per_epoch * global_batch] example indices
-      of that epoch, in order (the loader's).
-    mesh: the run's mesh.
-    steps_per_epoch, global_batch: the epoch's shape.
-    start_step: the first step to produce.
+  `arrays` (images uint8 [M, H, W, C], labels int32 [M]): example i of the
+  source is row i % M (M is less than the split only for periodic sources);
+  `epoch_order(e)`: epoch e's example indices in order (the loader's).
   """
   images, labels = (parallel.replicate(a, mesh) for a in arrays)
   per_device = global_batch // mesh.devices.size
@@ -99,11 +84,7 @@ def resident(arrays: tuple[np.ndarray, np.ndarray], epoch_order, *, mesh,
 
 def crop_flip(images: jax.Array, keys: jax.Array, pad: int = transforms.CIFAR_PAD
               ) -> jax.Array:
-  """The 'cifar' augmentation of `transforms.cifar_train`, one key per example.
-
-  Zero-pads by `pad`, crops H x W at a uniform offset in [0, 2 * pad]^2 and
-  mirrors with probability 1/2, each example from its own key.
-  """
+  """`transforms.cifar_train` on the device: pad, crop, flip; each example its own key."""
   n, h, w, c = images.shape
   padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
@@ -118,15 +99,11 @@ def crop_flip(images: jax.Array, keys: jax.Array, pad: int = transforms.CIFAR_PA
 
 def preprocess(images: jax.Array, *, mean, std, augment_key: jax.Array | None = None,
                first_row: jax.Array | int = 0) -> jax.Array:
-  """uint8 [N, H, W, C] -> float32 (x - mean) / std, on the device.
+  """uint8 [N, H, W, C] -> float32 (x - mean) / std (statistics in [0, 1] units).
 
-  Args:
-    images: this device's rows of a batch.
-    mean, std: per-channel statistics in [0, 1] units.
-    augment_key: with resident data in training, the step's key: example r of
-      the global batch is cropped and flipped with fold_in(key, r), so the
-      result does not depend on how many devices share the batch.
-    first_row: the global row of images[0].
+  With `augment_key` (resident training data), row r of the global batch
+  (images[0] is row `first_row`) is first cropped and flipped with
+  fold_in(augment_key, r): the same on any number of devices.
   """
   if augment_key is not None:
     rows = first_row + jnp.arange(images.shape[0])

@@ -1,19 +1,13 @@
 """Random-access sources: a dataset's splits as `len()` + `[i] -> (image, label)`.
 
-Every dataset kind comes down to the same thing, which the loader reads
-(grain's `RandomAccessDataSource` protocol):
-
-- `ArraySource`: decoded uint8 images of one shape (memory-mapped `.npy`
-  files of a folder's cache, or in-memory arrays); records are arrays.
-- `EncodedSource`: encoded images (JPEG/PNG/... bytes) read one at a time
-  from files, a packed blob, or a tfds `data_source`; records are bytes.
-- `FakeSource`: deterministic random images (speed runs).
-
-`open_dataset(spec)` is the one place that chooses by the dataset's kind.
-Split expressions ('train', 'train[:45000]', 'train[10%:]+test') select rows
-of the named splits (`parse_split`), the same way for every kind. Sources
-are pickled into the loader's worker processes: they hold paths and small
-index arrays, and open their files lazily in each process.
+What the loader reads (grain's RandomAccessDataSource protocol), whatever the
+kind: `ArraySource` (decoded uint8 arrays: a folder's memory-mapped index, or
+in memory), `EncodedSource` (JPEG/PNG bytes from files, a packed archive or
+tfds' data source), `FakeSource` (random images). `open_dataset` is the one
+choice by kind. Split expressions ('train[:45000]', 'train[90%:]+test')
+select rows of the named splits the same way for every kind. Sources are
+pickled into worker processes: they hold paths and small arrays, and open
+files lazily in each process.
 """
 
 import dataclasses
@@ -30,14 +24,8 @@ Piece = tuple[str, int, int]
 
 
 def parse_split(expression: str, sizes: dict[str, int]) -> list[Piece]:
-  """The rows a split expression selects: 'name', 'name[a:b]', 'name[:10%]', 'a+b'.
-
-  Bounds are row indices (negative from the end) or whole percentages of the
-  split (rounded to the nearest row); slices are clipped like Python's.
-
-  Raises:
-    ConfigError: an unknown split or a malformed expression.
-  """
+  """The rows of 'name', 'name[a:b]' (rows; negative from the end), 'name[:10%]'
+  (percent, to the nearest row) or 'a+b', clipped like Python's; ConfigError if bad."""
   pieces = []
   for part in expression.split('+'):
     match = re.fullmatch(r'\s*([A-Za-z]\w*)\s*(?:\[\s*([-\d%]*)\s*:\s*([-\d%]*)\s*\])?\s*',
@@ -50,52 +38,42 @@ def parse_split(expression: str, sizes: dict[str, int]) -> list[Piece]:
     if name not in sizes:
       raise ConfigError(f'split {name!r} does not exist (splits: {sorted(sizes)})')
     n = sizes[name]
-
-    def bound(text, default):
-      if not text:
-        return default
-      if text.endswith('%'):
-        return int(round(n * int(text[:-1]) / 100))
-      return int(text)
-
+    bound = lambda text, default: default if not text else int(round(
+        n * int(text[:-1]) / 100)) if text.endswith('%') else int(text)
     start, stop, _ = slice(bound(lo, 0), bound(hi, n)).indices(n)
     pieces.append((name, start, max(start, stop)))
   return pieces
 
 
-class _Pieces:
-  """Maps a source index to (split, row) over a list of pieces."""
+class _Source:
+  """Rows of some splits, `pieces` [(split, first row, end row)], indexed 0..len-1."""
 
   def __init__(self, pieces: Sequence[Piece]):
     self.pieces = list(pieces)
-    self.offsets = np.cumsum([0] + [stop - start for _, start, stop in self.pieces])
+    self._offsets = np.cumsum([0] + [stop - start for _, start, stop in self.pieces])
 
   def __len__(self) -> int:
-    return int(self.offsets[-1])
+    return int(self._offsets[-1])
 
   def locate(self, index: int) -> tuple[str, int]:
     if not 0 <= index < len(self):
       raise IndexError(f'index {index} outside [0, {len(self)})')
-    p = int(np.searchsorted(self.offsets, index, side='right')) - 1
-    split, start, _ = self.pieces[p]
-    return split, start + index - int(self.offsets[p])
+    p = int(np.searchsorted(self._offsets, index, side='right')) - 1
+    return self.pieces[p][0], self.pieces[p][1] + index - int(self._offsets[p])
 
 
-class ArraySource:
-  """Decoded images: `images[split]` uint8 [N, H, W, 3] and `labels[split]` int32 [N].
+class ArraySource(_Source):
+  """Decoded images: `open_split(split) -> (uint8 [N, H, W, 3], int32 [N])`.
 
-  Args:
-    pieces: the rows of each split this source covers.
-    open_split: split name -> (images, labels); called once per process (so
-      memory-mapped files open in each worker instead of being pickled).
+  `open_split` runs once per process, so memory-mapped files open in each
+  worker instead of being pickled into it.
   """
 
   decoded = True
 
   def __init__(self, pieces: Sequence[Piece], open_split: Callable[[str], tuple]):
-    self._pieces = _Pieces(pieces)
-    self._open = open_split
-    self._arrays = {}
+    super().__init__(pieces)
+    self._open, self._arrays = open_split, {}
 
   def __getstate__(self):
     return {**self.__dict__, '_arrays': {}}
@@ -105,64 +83,47 @@ class ArraySource:
       self._arrays[name] = self._open(name)
     return self._arrays[name]
 
-  def __len__(self) -> int:
-    return len(self._pieces)
-
   def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-    split, row = self._pieces.locate(index)
+    split, row = self.locate(index)
     images, labels = self._split(split)
     return images[row], int(labels[row])
 
   def arrays(self) -> tuple[np.ndarray, np.ndarray]:
     """All rows at once: (images [N, H, W, 3], labels [N]) in source order."""
-    images, labels = [], []
-    for split, start, stop in self._pieces.pieces:
-      split_images, split_labels = self._split(split)
-      images.append(np.asarray(split_images[start:stop]))
-      labels.append(np.asarray(split_labels[start:stop], np.int32))
-    return np.concatenate(images), np.concatenate(labels)
+    parts = [(self._split(s)[0][a:b], self._split(s)[1][a:b]) for s, a, b in self.pieces]
+    return (np.concatenate([np.asarray(i) for i, _ in parts]),
+            np.concatenate([np.asarray(l, np.int32) for _, l in parts]))
 
 
 def in_memory(images: np.ndarray, labels: np.ndarray) -> ArraySource:
-  """An ArraySource over arrays already in memory (one split)."""
+  """An ArraySource over arrays in memory (one split), e.g. a dataset made in Python."""
   images, labels = np.asarray(images, np.uint8), np.asarray(labels, np.int32)
   return ArraySource([('all', 0, len(labels))], lambda _: (images, labels))
 
 
-class EncodedSource:
-  """Encoded images read one at a time: `read(split, row) -> bytes`, labels known.
+class EncodedSource(_Source):
+  """Encoded images (JPEG/PNG bytes), `read(split, row)` one at a time.
 
-  Args:
-    pieces: the rows of each split this source covers.
-    read: (split, row) -> the encoded image; must be picklable.
-    labels: split name -> int32 labels of every row (None: read with the image,
-      `read` then returns (bytes, label)).
+  `labels`: split -> int32 labels of every row; None: `read` returns (bytes, label).
   """
 
   decoded = False
 
   def __init__(self, pieces: Sequence[Piece], read: Callable[[str, int], Any],
                labels: dict[str, np.ndarray] | None = None):
-    self._pieces = _Pieces(pieces)
-    self._read = read
-    self._labels = labels
-
-  def __len__(self) -> int:
-    return len(self._pieces)
+    super().__init__(pieces)
+    self._read, self._labels = read, labels
 
   def __getitem__(self, index: int) -> tuple[bytes, int]:
-    split, row = self._pieces.locate(index)
+    split, row = self.locate(index)
     if self._labels is None:
       return self._read(split, row)
     return self._read(split, row), int(self._labels[split][row])
 
 
 class FakeSource:
-  """Random uint8 images and labels, a pure function of (seed, index % period).
-
-  Only `period` distinct examples exist, so keeping them all on the devices
-  is cheap; the length still makes epochs as long as a CIFAR-sized dataset's.
-  """
+  """Random images and labels, a function of (seed, index % period): only `period`
+  distinct examples (cheap to keep on the devices), epochs of `length`."""
 
   decoded = True
   period = 512
@@ -202,12 +163,7 @@ class Dataset:
 
 
 def default_splits(spec: spec_lib.DataSpec, sizes: dict[str, int]) -> tuple[str, str]:
-  """(train_split, eval_split): the config's, else 'train' and 'test'/'validation'.
-
-  Raises:
-    ConfigError: no eval split to default to, or an expression that selects
-      nothing a split has.
-  """
+  """(train_split, eval_split): the config's, else 'train' and 'test'/'validation'."""
   train = spec.train_split or 'train'
   evaluation = spec.eval_split or next(
       (s for s in ('test', 'validation', 'val') if s in sizes), '')
@@ -255,17 +211,10 @@ def open_fake(spec: spec_lib.DataSpec) -> Dataset:
 
 
 def open_dataset(spec: spec_lib.DataSpec, *, prepare: bool = False) -> Dataset:
-  """Opens the dataset a DataSpec names: meta and train/eval sources.
+  """The dataset a DataSpec names; ConfigError (saying what to do) if it cannot be read.
 
-  Args:
-    spec: the resolved data spec.
-    prepare: a tfds dataset that is not prepared may be prepared (and
-      downloaded when spec.download allows); False refuses at once, saying how
-      to prepare it. A folder is indexed on first use either way.
-
-  Raises:
-    ConfigError: unknown or unavailable dataset, bad splits or layout; the
-      message says what to do.
+  `prepare`: an unprepared tfds dataset may be prepared (downloaded when
+  spec.download allows); else refused at once. A folder is indexed on first use.
   """
   if spec.kind == 'fake':
     return open_fake(spec)

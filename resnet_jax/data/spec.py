@@ -1,10 +1,9 @@
-"""The data section of the config, resolved once: `DataSpec`, and `DatasetMeta`.
+"""The data section of the config, resolved once (`DataSpec`), and a dataset's facts.
 
-`resolve(config)` is the only place in `resnet_jax.data` that reads the
-config, and the one home of every data field's checks; below it, functions
-take the spec (or the fields they need). `DatasetMeta` is what opening the
-dataset tells (classes, image shape, split sizes, normalisation statistics).
-No jax, no TensorFlow: worker processes import this module.
+`resolve(config)` is the only reader of the config in `resnet_jax.data` and
+the one home of the data fields' checks; below it, code takes the spec.
+`DatasetMeta` is what opening the dataset tells. No jax, no TensorFlow:
+worker processes import this module.
 """
 
 import dataclasses
@@ -12,54 +11,29 @@ import os
 
 from resnet_jax.errors import ConfigError
 
-FOLDER_PREFIX = 'folder:'
-FAKE = 'fake'
 AUGMENTS = ('cifar', 'imagenet', 'none')
 PLACEMENTS = ('auto', 'device', 'host')
 ON_CORRUPT = ('skip', 'error')
-# The 'imagenet' augmentation's output size when config.image_size is 0.
-IMAGENET_SIZE = 224
+IMAGENET_SIZE = 224  # The 'imagenet' augmentation's output when image_size is 0.
 # Per-channel statistics in [0, 1] units: the training sets' published values.
 STATISTICS = {
     'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-# Datasets whose model input is known without reading them: name -> (image
-# size as fed to the model, classes). Tools that need shapes only use it.
-KNOWN_SHAPES = {
-    'cifar10': (32, 10),
-    'cifar100': (32, 100),
-    'imagenet2012': (IMAGENET_SIZE, 1000),
-    'imagenette': (IMAGENET_SIZE, 10),
-}
+# Model input known without the data: name -> (image size, classes).
+KNOWN_SHAPES = {'cifar10': (32, 10), 'cifar100': (32, 100),
+                'imagenet2012': (IMAGENET_SIZE, 1000), 'imagenette': (IMAGENET_SIZE, 10)}
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-  """What the input pipeline needs from the config, checked.
+  """The data fields of the config (configs/base.py documents each), checked.
 
-  Attributes:
-    dataset: as configured ('cifar10', 'folder:/abs/path', 'fake').
-    kind: 'tfds', 'folder' or 'fake'.
-    path: the folder source (absolute), or ''.
-    data_dir: where tfds datasets and folder caches live (absolute).
-    manual_dir: archives obtained by hand for tfds preparation, or ''.
-    download: whether tfds may download an unprepared dataset.
-    train_split, eval_split: split expressions; '' = the dataset's defaults.
-    image_size: side of the model input; 0 = native (224 for 'imagenet').
-    augment: 'cifar', 'imagenet' or 'none'.
-    eval_resize: 0 (TF reference centre crop) or torchvision's Resize(N).
-    mean, std: normalisation statistics in [0, 1] units; () = the dataset's.
-    num_classes: classifier width; 0 = the dataset's.
-    placement: 'auto', 'device' (the train split resident on every device,
-      augmented in the step) or 'host' (streamed from worker processes).
-    workers: host worker processes; 0 = in this process.
-    prefetch: batches in flight to the devices.
-    on_corrupt: 'skip' or 'error' for unreadable images of a folder.
-    seed: the run's seed (shuffle and augmentation).
-    batch_size, eval_batch_size: global batch sizes.
-    num_eval_batches: -1 = the whole eval split.
+  Resolved on top of the fields: `kind` ('tfds', 'folder', 'fake'), `path`
+  (a folder's, absolute), `data_dir` (absolute, tfds' default when unset),
+  `workers` (-1 resolved to the CPU count), `eval_batch_size` (0 resolved to
+  batch_size), `mean`/`std` (() = the dataset's).
   """
   dataset: str
   kind: str
@@ -83,17 +57,27 @@ class DataSpec:
   batch_size: int
   eval_batch_size: int
   num_eval_batches: int
+  rand_augment: str = ''
+  trivial_augment: bool = False
+  random_erasing: float = 0.0
+  random_erasing_mode: str = 'pixel'
+  repeated_augmentation: int = 1
+
+  @property
+  def host_augment(self) -> bool:
+    """Whether the training augmentation needs the host (RandAugment and the like)."""
+    return bool(self.rand_augment or self.trivial_augment or self.random_erasing)
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetMeta:
-  """What opening a dataset tells: shapes, sizes, classes, statistics.
+  """What opening a dataset tells.
 
   Attributes:
     name: the dataset ('cifar10', 'folder:/data/x.tar.gz', 'fake').
     num_classes: classifier width (config.num_classes, else the dataset's).
     image_shape: (H, W, C) of the images fed to the model.
-    num_train, num_eval: GLOBAL examples in the train / eval split used.
+    num_train, num_eval: GLOBAL examples of the train / eval split used.
     train_split, eval_split: the split expressions used.
     mean, std: per-channel normalisation statistics in [0, 1] units.
     class_names: label i is class_names[i] (empty where the dataset has none).
@@ -110,140 +94,112 @@ class DatasetMeta:
   class_names: tuple[str, ...] = ()
 
   def steps_per_epoch(self, batch_size: int) -> int:
-    """Training steps per epoch: num_train // batch_size (the remainder dropped)."""
-    steps = self.num_train // batch_size
-    if steps < 1:
-      raise ConfigError(
-          f'batch_size={batch_size} is larger than the {self.num_train} training '
-          f'examples of {self.name!r} ({self.train_split})')
-    return steps
+    """num_train // batch_size: every epoch drops its remainder."""
+    if self.num_train < batch_size:
+      raise ConfigError(f'batch_size={batch_size} is larger than the {self.num_train} '
+                        f'training examples of {self.name!r} ({self.train_split})')
+    return self.num_train // batch_size
 
 
-def default_data_dir() -> str:
-  """$TFDS_DATA_DIR, else ~/tensorflow_datasets (tfds' own default)."""
-  return os.path.expanduser(os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _statistics(config) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  mean, std = tuple(config.mean), tuple(config.std)
-  if not mean and not std:
-    return (), ()
-  if len(mean) != 3 or len(std) != 3 or not all(
-      isinstance(v, (int, float)) for v in mean + std) or min(std) <= 0:
-    raise ConfigError(
-        f'mean={mean} and std={std} must both be 3 per-channel values in [0, 1] '
-        'units (std > 0), e.g. --config.mean="(0.485, 0.456, 0.406)" '
-        '--config.std="(0.229, 0.224, 0.225)" (ImageNet\'s), or both () for the '
-        "dataset's own")
-  return tuple(map(float, mean)), tuple(map(float, std))
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
 
 
 def resolve(config) -> DataSpec:
-  """The checked DataSpec of a config (the data fields of configs/base.py).
-
-  Raises:
-    ConfigError: any data field outside its valid values (one line: what is
-      wrong and what to do).
-  """
+  """The checked DataSpec of a config; ConfigError (what is wrong, what to do) if not."""
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
   dataset = config.dataset
-  if not isinstance(dataset, str) or not dataset:
-    raise ConfigError("dataset must be a tfds name ('cifar10'), 'folder:PATH' or 'fake'")
-  path = ''
-  if dataset.startswith(FOLDER_PREFIX):
-    kind = 'folder'
-    path = os.path.abspath(os.path.expanduser(dataset[len(FOLDER_PREFIX):]))
-    if not dataset[len(FOLDER_PREFIX):]:
-      raise ConfigError("dataset='folder:' needs a path: folder:/data/images or "
-                        'folder:/data/images.tar.gz (laid out split/class/image)')
-  elif dataset == FAKE:
-    kind = 'fake'
-  else:
-    kind = 'tfds'
-  if config.augment not in AUGMENTS:
-    raise ConfigError(f'augment={config.augment!r} is not valid; choose one of {AUGMENTS}')
-  if config.placement not in PLACEMENTS:
-    raise ConfigError(f'placement={config.placement!r} is not valid; choose one of '
-                      f'{PLACEMENTS}')
-  if config.placement == 'device' and config.augment == 'imagenet':
-    raise ConfigError(
-        "placement='device' keeps fixed-size images on the devices and supports "
-        "augment='cifar' or 'none'; use --config.placement=host (or auto) for "
-        "augment='imagenet'")
-  if config.on_corrupt_image not in ON_CORRUPT:
-    raise ConfigError(f'on_corrupt_image={config.on_corrupt_image!r} is not valid; '
-                      f'choose one of {ON_CORRUPT}')
+  kind = ('folder' if dataset.startswith('folder:') else 'fake' if dataset == 'fake'
+          else 'tfds')
+  _check(dataset not in ('', 'folder:'), f'dataset={dataset!r} names no dataset: give a '
+         "tfds name ('cifar10'), folder:PATH (a split/class/image tree or .tar.gz) or 'fake'")
+  _check(config.augment in AUGMENTS,
+         f'augment={config.augment!r} is not valid; choose one of {AUGMENTS}')
+  _check(config.placement in PLACEMENTS,
+         f'placement={config.placement!r} is not valid; choose one of {PLACEMENTS}')
+  _check(not (config.placement == 'device' and config.augment == 'imagenet'),
+         "placement='device' keeps fixed-size images on the devices (augment='cifar' or "
+         "'none'); use --config.placement=host (or auto) for augment='imagenet'")
+  _check(config.on_corrupt_image in ON_CORRUPT, f'on_corrupt_image='
+         f'{config.on_corrupt_image!r} is not valid; choose one of {ON_CORRUPT}')
   for name in ('image_size', 'num_classes', 'prefetch_batches'):
-    if not _is_int(config[name]) or config[name] < 0:
-      raise ConfigError(f'{name}={config[name]!r} must be an integer >= 0')
-  if not _is_int(config.num_workers) or config.num_workers < -1:
-    raise ConfigError(f'num_workers={config.num_workers!r} must be -1 (one per CPU '
-                      'core), 0 (in the training process) or a number of processes')
-  eval_resize = config.eval_resize
-  if not _is_int(eval_resize) or (
-      eval_resize and eval_resize < (config.image_size or IMAGENET_SIZE)):
-    raise ConfigError(f'eval_resize={eval_resize!r} must be 0 (centre crop) or a '
-                      'shorter side >= image_size (torchvision: 256)')
-  if not _is_int(config.seed):
-    raise ConfigError(f'seed={config.seed!r} must be an integer')
-  if not _is_int(config.num_eval_batches) or (
-      config.num_eval_batches < 1 and config.num_eval_batches != -1):
-    raise ConfigError(f'num_eval_batches={config.num_eval_batches!r} must be a positive '
-                      'number of batches, or -1 (the whole eval split)')
-  mean, std = _statistics(config)
-  workers = config.num_workers if config.num_workers >= 0 else (os.cpu_count() or 1)
+    _check(is_int(config[name]) and config[name] >= 0,
+           f'{name}={config[name]!r} must be an integer >= 0')
+  _check(is_int(config.num_workers) and config.num_workers >= -1,
+         f'num_workers={config.num_workers!r} must be -1 (one per CPU core), 0 (in the '
+         'training process) or a number of worker processes')
+  resize = config.eval_resize
+  _check(is_int(resize) and (not resize or resize >= (config.image_size or IMAGENET_SIZE)),
+         f'eval_resize={resize!r} must be 0 (centre crop) or a shorter side >= image_size '
+         '(torchvision: 256)')
+  _check(is_int(config.seed), f'seed={config.seed!r} must be an integer')
+  _check(is_int(config.num_eval_batches) and (config.num_eval_batches >= 1 or
+                                              config.num_eval_batches == -1),
+         f'num_eval_batches={config.num_eval_batches!r} must be a positive number of '
+         'batches, or -1 (the whole eval split)')
+  if config.rand_augment:
+    from resnet_jax.augment import autoaugment  # pylint: disable=g-import-not-at-top
+    autoaugment.parse_rand_augment(config.rand_augment)  # ConfigError naming the bad part.
+  _check(not (config.rand_augment and config.trivial_augment),
+         'rand_augment and trivial_augment are alternatives: set one of them')
+  _check(0 <= config.random_erasing <= 1, f'random_erasing={config.random_erasing} is a '
+         'probability in [0, 1] (ResNet strikes back: 0; Zhong et al.: 0.5)')
+  _check(config.random_erasing_mode in ('const', 'rand', 'pixel'), 'random_erasing_mode='
+         f"{config.random_erasing_mode!r} is not valid; choose 'const', 'rand' or 'pixel'")
+  host_only = config.rand_augment or config.trivial_augment or config.random_erasing
+  _check(not (host_only and config.placement == 'device'),
+         "rand_augment, trivial_augment and random_erasing run in the host pipeline: use "
+         "--config.placement=host (or auto)")
+  k = config.repeated_augmentation
+  _check(is_int(k) and k >= 1 and config.batch_size % k == 0,
+         f'repeated_augmentation={k!r} must be a number of copies >= 1 (1 = off; ResNet '
+         f'strikes back: 3) that divides batch_size={config.batch_size}')
+  mean, std = tuple(config.mean), tuple(config.std)
+  _check((not mean and not std) or (
+      len(mean) == len(std) == 3 and all(isinstance(v, (int, float)) for v in mean + std)
+      and min(std) > 0), f'mean={mean} and std={std} must both be 3 per-channel values '
+         'in [0, 1] units (std > 0), e.g. --config.mean="(0.485, 0.456, 0.406)" '
+         '--config.std="(0.229, 0.224, 0.225)" (ImageNet\'s), or both () for the dataset\'s')
   expand = lambda p: os.path.abspath(os.path.expanduser(p)) if p else ''
   return DataSpec(
-      dataset=dataset, kind=kind, path=path,
-      data_dir=expand(config.data_dir) or default_data_dir(),
+      dataset=dataset, kind=kind, path=expand(dataset[7:]) if kind == 'folder' else '',
+      data_dir=expand(config.data_dir or os.environ.get('TFDS_DATA_DIR') or
+                      '~/tensorflow_datasets'),
       manual_dir=expand(config.manual_dir), download=bool(config.download),
       train_split=config.train_split, eval_split=config.eval_split,
-      image_size=config.image_size, augment=config.augment, eval_resize=eval_resize,
-      mean=mean, std=std, num_classes=config.num_classes, placement=config.placement,
-      workers=workers, prefetch=config.prefetch_batches,
-      on_corrupt=config.on_corrupt_image, seed=config.seed,
-      batch_size=config.batch_size,
+      image_size=config.image_size, augment=config.augment, eval_resize=resize,
+      mean=tuple(map(float, mean)), std=tuple(map(float, std)),
+      num_classes=config.num_classes, placement=config.placement,
+      workers=config.num_workers if config.num_workers >= 0 else (os.cpu_count() or 1),
+      prefetch=config.prefetch_batches, on_corrupt=config.on_corrupt_image,
+      seed=config.seed, batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size or config.batch_size,
-      num_eval_batches=config.num_eval_batches)
+      num_eval_batches=config.num_eval_batches, rand_augment=config.rand_augment,
+      trivial_augment=bool(config.trivial_augment), random_erasing=float(config.random_erasing),
+      random_erasing_mode=config.random_erasing_mode, repeated_augmentation=k)
 
 
 def output_size(spec: DataSpec, native_hw: tuple[int | None, int | None]) -> int:
-  """Side length of the square images fed to the model.
-
-  Raises:
-    ConfigError: the images vary in size or are not square and no image_size
-      says what to produce.
-  """
-  if spec.image_size:
-    return spec.image_size
-  if spec.augment == 'imagenet':
-    return IMAGENET_SIZE
+  """Side of the square images fed to the model; ConfigError when nothing says."""
+  if spec.image_size or spec.augment == 'imagenet':
+    return spec.image_size or IMAGENET_SIZE
   h, w = native_hw
-  if h is None or w is None or h != w:
-    raise ConfigError(
-        f'the images of {spec.dataset!r} have no single square size '
-        f'(stored shape {tuple(native_hw)}); set --config.image_size (or use '
-        "--config.augment=imagenet, which crops to 224 by default)")
+  _check(h is not None and h == w,
+         f'the images of {spec.dataset!r} have no single square size (stored shape '
+         f'{tuple(native_hw)}); set --config.image_size (or use --config.augment=imagenet, '
+         'which crops to 224 by default)')
   return h
 
 
 def num_classes(spec: DataSpec, dataset_classes: int) -> int:
   """spec.num_classes when set (never fewer than the labels), else the dataset's."""
-  if not spec.num_classes:
-    return dataset_classes
-  if spec.num_classes < dataset_classes:
-    raise ConfigError(
-        f'num_classes={spec.num_classes} is smaller than the {dataset_classes} '
-        f'classes of {spec.dataset!r}; set --config.num_classes=0 (from the data)')
-  return spec.num_classes
+  _check(not spec.num_classes or spec.num_classes >= dataset_classes,
+         f'num_classes={spec.num_classes} is smaller than the {dataset_classes} classes of '
+         f'{spec.dataset!r}; set --config.num_classes=0 (from the data)')
+  return spec.num_classes or dataset_classes
 
 
-def statistics(spec: DataSpec, dataset_default: tuple | None,
-               ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def statistics(spec: DataSpec, dataset_default) -> tuple[tuple[float, ...], ...]:
   """(mean, std): the config's when set, else the dataset's, else ImageNet's."""
-  if spec.mean:
-    return spec.mean, spec.std
-  return dataset_default or STATISTICS['imagenet']
+  return (spec.mean, spec.std) if spec.mean else (dataset_default or STATISTICS['imagenet'])

@@ -1,23 +1,21 @@
 """Registered tfds datasets ('cifar10', 'imagenet2012', ...): find, prepare, read.
 
-Reading needs no TensorFlow: a prepared dataset in tfds' `array_record`
-format is read with `tfds.data_source`, images as their encoded bytes
-(decoded by the loader's workers with PIL, as every other source). Preparing
-one (tfds' `download_and_prepare`) is the only step that needs TensorFlow:
-`pip install -e '.[tfds]'`.
-
-Offline, tfds retries a download for minutes before failing; here a dataset
-that is not prepared is prepared from `manual_dir` when the archives it needs
-are there, and downloaded only with `download` and after a probe of its
-download hosts with a short timeout: no network fails within seconds, with the
-ways out.
+Reading needs no TensorFlow: a dataset prepared in tfds' array_record format
+is read with tfds' data source, images as their encoded bytes (decoded by the
+loader's workers with PIL, as every other source). Preparing one is the only
+step that needs TensorFlow (`pip install -e '.[tfds]'`). Offline, tfds
+retries a download for minutes; here a dataset that is not prepared is
+prepared from `manual_dir` when its archives are there, and downloaded only
+with `download` and after a short probe of its hosts: no network fails within
+seconds, with the ways out.
 """
 
 import concurrent.futures
 import contextlib
-import importlib.util
+import glob
 import logging
 import os
+import shutil
 import socket
 import sys
 import urllib.parse
@@ -31,43 +29,27 @@ FILE_FORMAT = 'array_record'
 log = logging.getLogger(__name__)
 
 
-def _options(*options: str) -> str:
-  """'Options: (1) a; (2) b' on one line (CLIs print errors as one line)."""
+def _ways_out(name: str, files: list[str]) -> str:
+  """'Options: (1) ...; (2) ...; (3) ...' on one line (errors are one line)."""
+  options = [
+      f'offline preparation: put {", ".join(files) or "the files tfds downloads"} '
+      '(obtained by hand) into a directory and pass --config.manual_dir=DIR; tfds verifies '
+      'the checksums',
+      'use a local copy as an image folder: --config.dataset=folder:PATH (a directory or '
+      '.tar/.tar.gz laid out split/class/image)',
+      f'point --config.data_dir at a directory where {name!r} is already prepared (e.g. '
+      'copied from a machine with network access)']
   return 'Options: ' + '; '.join(f'({i}) {o}' for i, o in enumerate(options, 1))
-
-
-def _offline_options(name: str, missing: list[str]) -> list[str]:
-  files = ', '.join(missing) if missing else 'the files tfds downloads'
-  return [
-      f'offline preparation: put {files} (obtained by hand) into a directory and '
-      'pass --config.manual_dir=DIR; tfds verifies the checksums',
-      'use a local copy as an image folder: --config.dataset=folder:PATH (a '
-      'directory or .tar/.tar.gz laid out split/class/image)',
-      f'point --config.data_dir at a directory where {name!r} is already prepared '
-      '(e.g. copied from a machine with network access)']
-
-
-def _required_files(builder) -> list[str]:
-  infos = builder.url_infos or {}
-  return sorted({info.filename or os.path.basename(urllib.parse.urlparse(url).path)
-                 for url, info in infos.items()})
-
-
-def _hosts(builder) -> list[str]:
-  urls = list((builder.url_infos or {}).keys()) or (
-      [builder.info.homepage] if builder.info.homepage else [])
-  return sorted({urllib.parse.urlparse(u).hostname for u in urls} - {None})
 
 
 def _reachable(host: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
   """Whether a TCP connection to host:443 opens within `timeout` seconds."""
   # getaddrinfo has no timeout of its own (a dead resolver can block for tens
-  # of seconds), so it runs in a thread we stop waiting for.
+  # of seconds): it runs in a thread we stop waiting for.
   pool = concurrent.futures.ThreadPoolExecutor(1)
   try:
-    addrs = pool.submit(socket.getaddrinfo, host, 443, type=socket.SOCK_STREAM
-                        ).result(timeout=timeout)
-    family, kind, proto, _, addr = addrs[0]
+    family, kind, proto, _, addr = pool.submit(
+        socket.getaddrinfo, host, 443, type=socket.SOCK_STREAM).result(timeout=timeout)[0]
     with socket.socket(family, kind, proto) as sock:
       sock.settimeout(timeout)
       sock.connect(addr)
@@ -78,68 +60,57 @@ def _reachable(host: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     pool.shutdown(wait=False)
 
 
-def _tensorflow_importable() -> bool:
-  if importlib.util.find_spec('tensorflow') is None:
-    return False
-  try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-    return True
-  except ImportError:
-    return False
-
-
 def _prepare(spec: spec_lib.DataSpec, builder) -> None:
   """Prepares an unprepared registered builder, or explains what to do."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  name = spec.dataset
-  needs_manual = bool(getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None))
-  required = _required_files(builder)
-  present = [f for f in required if spec.manual_dir and
+  name, urls = spec.dataset, dict(builder.url_infos or {})
+  files = sorted({i.filename or os.path.basename(urllib.parse.urlparse(u).path)
+                  for u, i in urls.items()})
+  present = [f for f in files if spec.manual_dir and
              os.path.exists(os.path.join(spec.manual_dir, f))]
-  missing = [f for f in required if f not in present]
+  missing = [f for f in files if f not in present]
   where = f'{name!r} is not prepared in {spec.data_dir}'
-  if needs_manual:
-    # These builders (imagenet2012, ...) read manual_dir themselves; their
-    # checksum files list the archives, but any one split is enough.
-    if not present:
-      instructions = ' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
-      raise ConfigError(
-          f'{where}, and it can only be prepared from files obtained by hand: put '
-          f'{", ".join(required) or "them"} into a directory and pass '
-          f'--config.manual_dir=DIR (tfds: "{instructions}"); or use a local copy as '
-          'an image folder: --config.dataset=folder:PATH')
-    offline = True
-  else:
-    offline = bool(required) and not missing
-    if not offline:
-      if not spec.download:
-        raise ConfigError(f'{where} and --config.download=False. ' + _options(
-            *_offline_options(name, missing), 'allow the download: --config.download=True'))
-      hosts = _hosts(builder)
-      unreachable = [h for h in hosts if not _reachable(h)]
-      if unreachable or not hosts:
-        raise ConfigError(
-            f'{where}, and its download host {", ".join(unreachable or hosts) or "(unknown)"} '
-            f'is not reachable within {PROBE_TIMEOUT_S:g} s (no network?). '
-            + _options(*_offline_options(name, missing)))
-  if not _tensorflow_importable():
+  instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
+  offline = bool(present) if instructions else bool(files) and not missing
+  if instructions and not present:
+    # These builders (imagenet2012, ...) read manual_dir themselves.
     raise ConfigError(
-        f"{where}; preparing a tfds dataset needs TensorFlow (training does not): "
-        "pip install -e '.[tfds]', or " + _offline_options(name, missing)[1])
+        f'{where}, and it can only be prepared from files obtained by hand: put '
+        f'{", ".join(files) or "them"} into a directory and pass --config.manual_dir=DIR '
+        f'(tfds: "{" ".join(instructions.split())}"); or use a local copy as an image '
+        'folder: --config.dataset=folder:PATH')
+  if not offline:
+    if not spec.download:
+      raise ConfigError(f'{where} and --config.download=False. {_ways_out(name, missing)}; '
+                        '(4) allow the download: --config.download=True')
+    hosts = sorted({urllib.parse.urlparse(u).hostname for u in urls or [
+        builder.info.homepage]} - {None, ''})
+    unreachable = [h for h in hosts if not _reachable(h)]
+    if unreachable or not hosts:
+      raise ConfigError(f'{where}, and its download host {", ".join(unreachable) or "(unknown)"}'
+                        f' is not reachable within {PROBE_TIMEOUT_S:g} s (no network?). '
+                        + _ways_out(name, missing))
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    raise ConfigError(f"{where}; preparing a tfds dataset needs TensorFlow (training does "
+                      "not): pip install -e '.[tfds]'; or use a local copy as an image "
+                      'folder: --config.dataset=folder:PATH') from None
+  # An interrupted preparation leaves tfds' incomplete.* directories; tfds
+  # starts afresh anyway, so they are only disk space.
+  for stale in glob.glob(os.path.join(spec.data_dir, name, 'incomplete.*')):
+    shutil.rmtree(stale, ignore_errors=True)
   log.warning('preparing %s in %s (%s)', name, spec.data_dir,
               f'from {spec.manual_dir}' if offline else 'downloading')
-  download_config = tfds.download.DownloadConfig(
-      manual_dir=spec.manual_dir or None, try_download_gcs=not offline)
   from tensorflow_datasets.core.download import download_manager  # pylint: disable=g-import-not-at-top
   try:
-    # tfds prints its progress to stdout; stdout is for results.
-    with contextlib.redirect_stdout(sys.stderr):
-      builder.download_and_prepare(download_config=download_config)
+    with contextlib.redirect_stdout(sys.stderr):  # tfds prints progress; stdout is for results.
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=spec.manual_dir or None, try_download_gcs=not offline))
   except download_manager.NonMatchingChecksumError as e:
     raise ConfigError(
-        f'a file in {spec.manual_dir} does not match the checksum tfds expects for '
-        f'{name!r}: obtain the original archive again ({" ".join(str(e).split())})'
-    ) from e
+        f'a file in {spec.manual_dir} does not match the checksum tfds expects for {name!r}: '
+        f'obtain the original archive again ({" ".join(str(e).split())})') from e
 
 
 def _builder(spec: spec_lib.DataSpec, *, prepare: bool):
@@ -155,18 +126,17 @@ def _builder(spec: spec_lib.DataSpec, *, prepare: bool):
     if not prepare:
       raise ConfigError(
           f'{spec.dataset!r} is not prepared in {spec.data_dir}; reading never downloads. '
-          + _options('prepare it once: python -m resnet_jax.data --config=CONFIG '
-                     '[--config.data_dir=DIR]', *_offline_options(spec.dataset, [])))
+          f'{_ways_out(spec.dataset, [])}; (4) with network access, prepare it once: '
+          'python -m resnet_jax.data --config=CONFIG [--config.data_dir=DIR]')
     builder = tfds.builder(spec.dataset, data_dir=spec.data_dir, file_format=FILE_FORMAT)
     _prepare(spec, builder)
   stored = getattr(builder.info, 'file_format', None) or FILE_FORMAT
-  stored = str(getattr(stored, 'value', stored))
-  if stored != FILE_FORMAT:
+  if str(getattr(stored, 'value', stored)) != FILE_FORMAT:
     raise ConfigError(
-        f'{spec.dataset!r} in {builder.data_dir} is stored as {stored}; random access '
-        f'needs {FILE_FORMAT}: convert it once with `tfds convert_format '
-        f'--dataset_dir={builder.data_dir} --out_file_format={FILE_FORMAT}`, or prepare '
-        'it again in another --config.data_dir')
+        f'{spec.dataset!r} in {builder.data_dir} is stored as {stored}; random access needs '
+        f'{FILE_FORMAT}: convert it once with `tfds convert_format --dataset_dir='
+        f'{builder.data_dir} --out_file_format={FILE_FORMAT}`, or prepare it again in '
+        'another --config.data_dir')
   return builder
 
 
@@ -174,8 +144,7 @@ class _Reader:
   """(encoded image, label) of a prepared split, opened lazily in each process."""
 
   def __init__(self, builder_dir: str):
-    self._dir = builder_dir
-    self._open = {}
+    self._dir, self._open = builder_dir, {}
 
   def __getstate__(self):
     return {'_dir': self._dir, '_open': {}}
@@ -183,8 +152,7 @@ class _Reader:
   def __call__(self, split: str, row: int):
     if split not in self._open:
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      builder = tfds.builder_from_directory(self._dir)
-      self._open[split] = builder.as_data_source(
+      self._open[split] = tfds.builder_from_directory(self._dir).as_data_source(
           split=split, decoders={'image': tfds.decode.SkipDecoding()})
     example = self._open[split][row]
     return example['image'], int(example['label'])
@@ -200,13 +168,9 @@ def open_tfds(spec: spec_lib.DataSpec, *, prepare: bool) -> sources.Dataset:
   shape = tuple(features['image'].shape)
   sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
   train, evaluation = sources.default_splits(spec, sizes)
-  statistics = spec_lib.STATISTICS.get(spec.dataset)
-  if statistics is None and not spec.mean:
-    log.info("%s: normalising with ImageNet's mean and std (set --config.mean and "
-             '--config.std for its own)', spec.dataset)
   meta = sources.make_meta(spec, sizes=sizes, train=train, evaluation=evaluation,
                            native_hw=shape[:2], classes=features['label'].names,
-                           statistics=statistics)
+                           statistics=spec_lib.STATISTICS.get(spec.dataset))
   read = _Reader(str(builder.data_dir))
   return sources.Dataset(
       meta=meta, train=sources.EncodedSource(sources.parse_split(train, sizes), read),
