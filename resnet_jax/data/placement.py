@@ -40,24 +40,15 @@ def stream(batches: Iterable[Any], mesh, prefetch: int) -> Iterator[Any]:
       close()
 
 
-def _offsets(mesh, global_batch: int) -> jax.Array:
-  """[devices] int32, sharded: the first row of the global batch on each device."""
-  sharding = parallel.data_sharding(mesh)
-  rows = sharding.addressable_devices_indices_map((global_batch,))
-  shards = [jax.device_put(np.array([rows[d][0].start or 0], np.int32), d)
-            for d in parallel.local_mesh_devices(mesh)]
-  return jax.make_array_from_single_device_arrays((mesh.devices.size,), sharding, shards)
-
-
 @functools.cache
 def _gather(mesh, per_device: int):
-  def gather(images, labels, order, offset, start):  # Per device.
-    rows = jax.lax.dynamic_slice(order, (start + offset[0],), (per_device,))
+  def gather(images, labels, order, start):  # Per device: its rows of the batch.
+    first = start + jax.lax.axis_index(parallel.DATA_AXES) * per_device
+    rows = jax.lax.dynamic_slice(order, (first,), (per_device,))
     return {'image': images[rows], 'label': labels[rows]}
 
-  replicated, data = P(), P(parallel.DATA_AXES)
-  return jax.jit(jax.shard_map(gather, mesh=mesh, in_specs=(replicated,) * 3 + (
-      data, replicated), out_specs=data))
+  return jax.jit(jax.shard_map(gather, mesh=mesh, in_specs=(P(),) * 4,
+                               out_specs=P(parallel.DATA_AXES)))
 
 
 def resident(arrays: tuple[np.ndarray, np.ndarray], epoch_order, *, mesh,
@@ -72,13 +63,12 @@ def resident(arrays: tuple[np.ndarray, np.ndarray], epoch_order, *, mesh,
   images, labels = (parallel.replicate(a, mesh) for a in arrays)
   per_device = global_batch // mesh.devices.size
   gather = _gather(mesh, per_device)
-  offsets = _offsets(mesh, global_batch)
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
     order = parallel.replicate((np.asarray(epoch_order(epoch)) % len(arrays[1])
                                 ).astype(np.int32), mesh)
     for step in range(skip, steps_per_epoch):
-      yield gather(images, labels, order, offsets, np.int32(step * global_batch))
+      yield gather(images, labels, order, np.int32(step * global_batch))
     epoch, skip = epoch + 1, 0
 
 
