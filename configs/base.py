@@ -118,16 +118,31 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.cpu_fast_paths = True
 
   # --- Optimisation ---------------------------------------------------------
-  # 'adam', 'adamw', 'sgd' (momentum) or 'nesterov' (SGD with Nesterov momentum).
+  # 'adam', 'adamw', 'sgd' (momentum), 'nesterov' (SGD with Nesterov momentum),
+  # 'lamb' or 'lars' (timm's Lamb and Lars, as ResNet strikes back uses them).
   config.optimizer = 'adam'
   # Peak learning rate (after warmup).
   config.learning_rate = 1e-3
-  # Momentum for sgd/nesterov; b1 for adam(w).
+  # Momentum for sgd/nesterov/lars; b1 for adam(w)/lamb. In [0, 1).
   config.momentum = 0.9
+  # b2 (second-moment decay) for adam(w)/lamb. In [0, 1).
+  config.beta2 = 0.999
+  # The epsilon of adam(w)/lamb's denominator and of lars's trust ratio;
+  # unset = the optimizer's default (1e-8; lamb 1e-6, timm's).
+  config.eps = config_dict.placeholder(float)
   # Weight decay on conv and dense kernels only (BN and biases are masked out).
+  # lamb and lars adapt their steps only where it applies: with 0, lamb is
+  # Adam with clipping and lars is SGD (timm's always_adapt=False).
   config.weight_decay = 0.0
-  # 'l2' (added to the loss gradient, as in the paper) or 'decoupled' (AdamW-style).
+  # 'l2' (added to the loss gradient, as in the paper) or 'decoupled' (AdamW-style);
+  # lamb and lars have their own (part of the layer-wise step) and need 'l2'.
   config.weight_decay_type = 'l2'
+  # lamb: clip the gradient to this global norm inside the optimizer (timm's
+  # Lamb max_grad_norm; after grad_clip_norm); 0 disables it.
+  config.lamb_max_grad_norm = 1.0
+  # lars: the trust coefficient eta of the layer-wise ratio
+  # eta * |w| / (|g| + weight_decay * |w| + eps).
+  config.lars_trust_coefficient = 1e-3
   # Learning-rate schedule: 'constant', 'piecewise' or 'cosine'.
   config.schedule = 'constant'
   # Linear warmup length, in steps (or epochs: warmup_epochs wins when > 0).
@@ -142,6 +157,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.grad_clip_norm = 0.0
   # Label smoothing for the softmax cross-entropy (0 = none).
   config.label_smoothing = 0.0
+  # Gradient accumulation: each optimizer update averages the gradients of k
+  # micro-batches of batch_size / k (optax.MultiSteps), so a large-batch recipe
+  # runs on fewer devices. Lengths and periods count updates of batch_size
+  # examples; BatchNorm normalises over each micro-batch. 1 = off.
+  config.grad_accumulation_steps = 1
 
   # --- Loop ---------------------------------------------------------------
   # Global batch size over all devices and hosts.

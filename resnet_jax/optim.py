@@ -1,15 +1,37 @@
-"""The optimizer and learning-rate schedule (OptimSpec, from the config), from optax pieces."""
+"""The optimizer and learning-rate schedule (OptimSpec, from the config), from optax pieces.
+
+Optimizers: adam, adamw, sgd, nesterov, and timm's lamb and lars (as
+`timm.optim.create_optimizer_v2(model, 'lamb' | 'lars', lr, weight_decay)`
+builds them, which ResNet strikes back trains with); `create_optimizer`
+documents each. Weight decay, and LAMB's and LARS's layer-wise trust ratio,
+apply to conv and dense kernels only (`kernel_mask`), never to BatchNorm
+scales and biases nor dense biases: timm's `param_groups_weight_decay` groups
+(1-d parameters and biases excluded) for every ResNet of this project.
+
+Gradient accumulation (`grad_accumulation_steps` = k > 1) wraps the optimizer
+in `optax.MultiSteps`: the training loop feeds it k micro-batches of
+batch_size / k, and every k-th call applies one update with the mean of their
+gradients. Every length and period in the config (num_train_steps, epochs,
+warmup, lr boundaries, log/eval/checkpoint periods) counts optimizer updates
+of batch_size examples, as timm's and optax's schedules do; `update_count`
+reads the updates applied from the optimizer state (the train state's `step`
+counts calls, i.e. micro-steps).
+"""
 
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from resnet_jax.errors import ConfigError
 
-OPTIMIZERS = ('adam', 'adamw', 'sgd', 'nesterov')
+OPTIMIZERS = ('adam', 'adamw', 'sgd', 'nesterov', 'lamb', 'lars')
 SCHEDULES = ('constant', 'piecewise', 'cosine')
 WEIGHT_DECAY_TYPES = ('l2', 'decoupled')
+# eps when the config leaves it unset: each optimizer's own default (torch's
+# Adam/AdamW, timm's Lamb and Lars). sgd and nesterov have none.
+DEFAULT_EPS = {'adam': 1e-8, 'adamw': 1e-8, 'lamb': 1e-6, 'lars': 1e-8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +50,19 @@ class OptimSpec:
   lr_decay_factor: float
   grad_clip_norm: float
   label_smoothing: float
+  beta2: float
+  eps: float
+  lamb_max_grad_norm: float
+  lars_trust_coefficient: float
+  grad_accumulation_steps: int
+
+  def micro_batch_size(self, batch_size: int) -> int:
+    """The examples of one train-step call: batch_size / grad_accumulation_steps."""
+    return batch_size // self.grad_accumulation_steps
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def resolve(config) -> OptimSpec:
@@ -46,12 +81,34 @@ def resolve(config) -> OptimSpec:
     raise ConfigError(
         f'unknown weight_decay_type {config.weight_decay_type!r}; valid: '
         f'{", ".join(WEIGHT_DECAY_TYPES)}')
+  if config.optimizer in ('lamb', 'lars') and config.weight_decay_type != 'l2':
+    raise ConfigError(
+        f'weight_decay_type={config.weight_decay_type!r} does not apply to '
+        f'{config.optimizer}: its weight decay is part of the layer-wise update, as in '
+        "timm; leave weight_decay_type='l2'")
   for name in ('weight_decay', 'grad_clip_norm', 'label_smoothing', 'warmup_steps',
-               'warmup_epochs'):
+               'warmup_epochs', 'lamb_max_grad_norm'):
     if config[name] < 0:
       raise ConfigError(f'{name}={config[name]} must be >= 0')
   if config.label_smoothing >= 1:
     raise ConfigError(f'label_smoothing={config.label_smoothing} must be below 1')
+  for name in ('momentum', 'beta2'):
+    if not 0 <= config[name] < 1:
+      raise ConfigError(f'{name}={config[name]} must be in [0, 1) (e.g. 0.9 or 0.999)')
+  eps = config.eps if config.eps is not None else DEFAULT_EPS.get(config.optimizer, 0.0)
+  if eps < 0:
+    raise ConfigError(f'eps={eps} must be >= 0 (e.g. 1e-8), or unset for '
+                      f"{config.optimizer}'s default")
+  if config.lars_trust_coefficient <= 0:
+    raise ConfigError(f'lars_trust_coefficient={config.lars_trust_coefficient} must be '
+                      'positive (e.g. 0.001)')
+  k = config.grad_accumulation_steps
+  if not _is_int(k) or k < 1:
+    raise ConfigError(f'grad_accumulation_steps={k!r} must be an integer >= 1 (1 = off)')
+  if _is_int(config.batch_size) and config.batch_size % k:
+    raise ConfigError(
+        f'grad_accumulation_steps={k} must divide batch_size={config.batch_size} (the '
+        'micro-batches are batch_size / grad_accumulation_steps examples)')
   return OptimSpec(
       optimizer=config.optimizer, learning_rate=float(config.learning_rate),
       momentum=float(config.momentum), weight_decay=float(config.weight_decay),
@@ -61,20 +118,27 @@ def resolve(config) -> OptimSpec:
       lr_boundaries_epochs=tuple(float(b) for b in config.lr_boundaries_epochs),
       lr_decay_factor=float(config.lr_decay_factor),
       grad_clip_norm=float(config.grad_clip_norm),
-      label_smoothing=float(config.label_smoothing))
+      label_smoothing=float(config.label_smoothing), beta2=float(config.beta2),
+      eps=float(eps), lamb_max_grad_norm=float(config.lamb_max_grad_norm),
+      lars_trust_coefficient=float(config.lars_trust_coefficient),
+      grad_accumulation_steps=k)
 
 
 def create_learning_rate_schedule(spec: OptimSpec, steps_per_epoch: int,
                                   total: int) -> optax.Schedule:
   """The schedule named by `spec.schedule`, with optional linear warmup.
 
+  The schedule's step is the optimizer update (with gradient accumulation,
+  one per grad_accumulation_steps micro-batches): optax's schedule state only
+  advances when an update is applied.
+
   Args:
     spec: the optimisation spec.
-    steps_per_epoch: optimizer steps in one epoch, to convert epoch lengths.
-    total: the run's number of training steps.
+    steps_per_epoch: optimizer updates in one epoch, to convert epoch lengths.
+    total: the run's number of optimizer updates.
 
   Returns:
-    An optax schedule mapping the step to the learning rate.
+    An optax schedule mapping the update step to the learning rate.
   """
   warmup = (int(round(spec.warmup_epochs * steps_per_epoch))
             if spec.warmup_epochs > 0 else spec.warmup_steps)
@@ -111,9 +175,38 @@ def create_learning_rate_schedule(spec: OptimSpec, steps_per_epoch: int,
 
 
 def kernel_mask(params):
-  """True for conv and dense kernels: the only parameters weight decay applies to."""
+  """True for conv and dense kernels: the only parameters weight decay applies to.
+
+  For a ResNet these are exactly the parameters timm's
+  `param_groups_weight_decay` decays (more than 1-d, not named bias).
+  """
   return jax.tree_util.tree_map_with_path(
       lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def scale_by_lars_trust_ratio(weight_decay: float, trust_coefficient: float,
+                              eps: float) -> optax.GradientTransformation:
+  """LARS's layer-wise step: (g + wd w) * trust_coefficient |w| / (|g| + wd |w| + eps).
+
+  The ratio of the LARS paper (You et al. 2017) and timm's Lars, 1 where |w|
+  or |g| is 0, with the weight decay added to the gradient it scales. It is
+  the one piece optax lacks: `optax.lars` takes the ratio from |g + wd w|
+  instead of |g| + wd |w|.
+  """
+
+  def update_fn(updates, state, params):
+    if params is None:
+      raise ValueError('scale_by_lars_trust_ratio needs the params: pass them to update')
+
+    def scale(g, w):
+      w_norm, g_norm = jnp.linalg.norm(w), jnp.linalg.norm(g)
+      ratio = trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps)
+      ratio = jnp.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
+      return (g + weight_decay * w) * ratio.astype(g.dtype)
+
+    return jax.tree.map(scale, updates, params), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def create_optimizer(spec: OptimSpec,
@@ -121,26 +214,78 @@ def create_optimizer(spec: OptimSpec,
   """The optimizer named by `spec.optimizer`, with masked weight decay and clipping.
 
   Weight decay applies to kernels only (not BatchNorm scales/biases nor dense
-  biases). 'l2' adds wd * w to the gradient before the optimizer (the paper's L2
-  regularisation); 'decoupled' applies it after the update direction, scaled by
-  the learning rate (AdamW; `adamw` always decouples).
+  biases). `grad_clip_norm` clips the gradient's global norm first (timm's
+  --clip-grad). Then:
+
+  - adam, adamw, sgd, nesterov: 'l2' weight decay adds wd * w to the gradient
+    before the optimizer (the paper's L2 regularisation); 'decoupled' adds it
+    to the update direction, scaled by the learning rate (AdamW; `adamw`
+    always decouples).
+  - lamb (timm's Lamb): the gradient clipped to a global norm of
+    lamb_max_grad_norm, Adam's bias-corrected direction m / (sqrt(v) + eps),
+    plus wd * w on kernels, each kernel's step scaled by |w| / |step|.
+  - lars (timm's Lars): each kernel's gradient plus wd * w, scaled by
+    `scale_by_lars_trust_ratio`; then heavy-ball momentum and the learning
+    rate, as torch's SGD (the learning rate scales the momentum buffer, not
+    what enters it).
+
+  As timm does (always_adapt=False), LAMB and LARS adapt only what weight
+  decay applies to: with weight_decay=0 lamb is Adam with clipping and lars
+  is SGD.
+
+  With spec.grad_accumulation_steps = k > 1 the chain is wrapped in
+  optax.MultiSteps: k calls accumulate the mean gradient, the k-th applies
+  it (the others return zero updates).
   """
   wd = spec.weight_decay
-  decoupled = spec.optimizer == 'adamw' or spec.weight_decay_type == 'decoupled'
-
-  if spec.optimizer in ('adam', 'adamw'):
-    direction = optax.scale_by_adam(b1=spec.momentum)
-  else:
-    direction = optax.trace(decay=spec.momentum,
-                            nesterov=spec.optimizer == 'nesterov')
-
   chain = []
   if spec.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(spec.grad_clip_norm))
-  if wd > 0 and not decoupled:
-    chain.append(optax.add_decayed_weights(wd, mask=kernel_mask))
-  chain.append(direction)
-  if wd > 0 and decoupled:
-    chain.append(optax.add_decayed_weights(wd, mask=kernel_mask))
+
+  if spec.optimizer == 'lamb':
+    if spec.lamb_max_grad_norm > 0:
+      chain.append(optax.clip_by_global_norm(spec.lamb_max_grad_norm))
+    chain.append(optax.scale_by_adam(b1=spec.momentum, b2=spec.beta2, eps=spec.eps))
+    if wd > 0:
+      chain += [optax.add_decayed_weights(wd, mask=kernel_mask),
+                optax.masked(optax.scale_by_trust_ratio(), kernel_mask)]
+  elif spec.optimizer == 'lars':
+    if wd > 0:
+      chain.append(optax.masked(scale_by_lars_trust_ratio(
+          wd, spec.lars_trust_coefficient, spec.eps), kernel_mask))
+    chain.append(optax.trace(decay=spec.momentum))
+  else:
+    decoupled = spec.optimizer == 'adamw' or spec.weight_decay_type == 'decoupled'
+    if spec.optimizer in ('adam', 'adamw'):
+      direction = optax.scale_by_adam(b1=spec.momentum, b2=spec.beta2, eps=spec.eps)
+    else:
+      direction = optax.trace(decay=spec.momentum,
+                              nesterov=spec.optimizer == 'nesterov')
+    if wd > 0 and not decoupled:
+      chain.append(optax.add_decayed_weights(wd, mask=kernel_mask))
+    chain.append(direction)
+    if wd > 0 and decoupled:
+      chain.append(optax.add_decayed_weights(wd, mask=kernel_mask))
   chain.append(optax.scale_by_learning_rate(learning_rate_fn))
-  return optax.chain(*chain)
+
+  tx = optax.chain(*chain)
+  if spec.grad_accumulation_steps > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=spec.grad_accumulation_steps
+                          ).gradient_transformation()
+  return tx
+
+
+def update_count(opt_state) -> jax.Array:
+  """The optimizer updates applied so far: the step the schedule is at.
+
+  With grad_accumulation_steps = k it advances once every k train-step calls;
+  an update that was not applied (a skipped step whose old state was kept)
+  does not count. The count of the schedule's state in the optimizer state of
+  `create_optimizer` (int32 scalar; works under jit).
+  """
+  is_schedule = lambda path, _: getattr(path[-1], 'tuple_name', None) == 'ScaleByScheduleState'
+  count = optax.tree.get(opt_state, 'count', filtering=is_schedule)
+  if count is None:
+    raise ValueError('update_count needs the state of an optimizer from '
+                     'optim.create_optimizer (it has no learning-rate schedule state)')
+  return count

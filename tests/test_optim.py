@@ -1,5 +1,11 @@
-"""Tests for resnet_jax.optim: schedules, weight-decay masking, optimizer choice."""
+"""Tests for resnet_jax.optim: schedules, weight-decay masking, optimizer choice,
+LAMB and LARS against timm 1.0.31 (fixtures from experiments/optim_parity.py),
+gradient accumulation."""
 
+import json
+import os
+
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,11 +13,13 @@ import optax
 import pytest
 
 from resnet_jax import configlib
+from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import specs
 from resnet_jax.errors import ConfigError
 
 BASE = 'configs/cifar10.py'
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'optim')
 
 
 def _config(**overrides):
@@ -60,18 +68,35 @@ def test_epochs_give_the_number_of_steps():
   assert total(num_train_steps=7) == 7
 
 
-@pytest.mark.parametrize('field,value,match', [
-    ('learning_rate', -0.1, 'learning_rate=-0.1 must be positive'),
-    ('schedule', 'linear', "valid schedules: constant, piecewise, cosine"),
-    ('optimizer', 'rmsprop', 'valid optimizers: adam, adamw, sgd, nesterov'),
-    ('weight_decay_type', 'l1', 'valid: l2, decoupled'),
+@pytest.mark.parametrize('overrides,match', [
+    ({'learning_rate': -0.1}, 'learning_rate=-0.1 must be positive'),
+    ({'schedule': 'linear'}, 'valid schedules: constant, piecewise, cosine'),
+    ({'optimizer': 'rmsprop'}, 'valid optimizers: adam, adamw, sgd, nesterov, lamb, lars'),
+    ({'weight_decay_type': 'l1'}, 'valid: l2, decoupled'),
+    ({'optimizer': 'lamb', 'weight_decay_type': 'decoupled'},
+     "does not apply to lamb: .* leave weight_decay_type='l2'"),
+    ({'momentum': 1.0}, r'momentum=1.0 must be in \[0, 1\)'),
+    ({'beta2': -0.5}, r'beta2=-0.5 must be in \[0, 1\)'),
+    ({'eps': -1e-8}, 'eps=-1e-08 must be >= 0'),
+    ({'lamb_max_grad_norm': -1.0}, 'lamb_max_grad_norm=-1.0 must be >= 0'),
+    ({'lars_trust_coefficient': 0.0}, 'lars_trust_coefficient=0.0 must be positive'),
+    ({'grad_accumulation_steps': 0}, 'grad_accumulation_steps=0 must be an integer >= 1'),
+    ({'grad_accumulation_steps': 3, 'batch_size': 128},
+     'grad_accumulation_steps=3 must divide batch_size=128'),
 ])
-def test_bad_values_name_the_valid_choices(field, value, match):
-  config = _config(**{field: value})
-  with pytest.raises(ConfigError, match=match):
+def test_bad_values_are_one_line_config_errors(overrides, match):
+  config = _config(**overrides)
+  with pytest.raises(ConfigError, match=match) as error:
     optim.resolve(config)
+  assert '\n' not in str(error.value)
   with pytest.raises(ConfigError, match=match):  # The one check every command runs.
     specs.resolve(config)
+
+
+def test_eps_unset_is_the_optimizers_own_default():
+  assert optim.resolve(_config(optimizer='lamb')).eps == 1e-6  # timm's Lamb.
+  assert optim.resolve(_config(optimizer='adam')).eps == 1e-8  # torch's and optax's.
+  assert optim.resolve(_config(optimizer='lamb', eps=1e-8)).eps == 1e-8
 
 
 def _params():
@@ -125,3 +150,108 @@ def test_nesterov_differs_from_heavy_ball_and_clipping_bounds_the_step():
   tx = _optimizer(config)
   updates, _ = tx.update(grads, tx.init(params))
   assert float(jnp.linalg.norm(updates['w']['kernel'])) == pytest.approx(1.0, rel=1e-5)
+
+
+# --- LAMB and LARS against timm --------------------------------------------------
+
+
+def _fixtures():
+  with open(os.path.join(FIXTURES, 'timm.json'), encoding='utf-8') as f:
+    meta = json.load(f)
+  return meta, np.load(os.path.join(FIXTURES, 'timm.npz'))
+
+
+META, ARRAYS = _fixtures()
+
+
+def _tree(prefix, step=None):
+  return traverse_util.unflatten_dict(
+      {tuple(p.split('/')): ARRAYS[f'{prefix}/{p}'] if step is None
+       else ARRAYS[f'{prefix}/{p}'][step] for p in META['paths']})
+
+
+@pytest.mark.parametrize('case', sorted(META['cases']))
+def test_lamb_and_lars_match_timm_step_by_step(case):
+  """timm's create_optimizer_v2(model, 'lamb' | 'lars', ...) over ten gradients."""
+  c = META['cases'][case]
+  spec = optim.resolve(configlib.load(BASE, c['config']))
+  lrs = jnp.asarray(c['lrs'])
+  tx = optim.create_optimizer(spec, lambda n: lrs[n])
+  params = _tree('init')
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for step in range(META['steps']):
+    updates, state = update(_tree('grads', step), state, params)
+    params = optax.apply_updates(params, updates)
+    got = traverse_util.flatten_dict(params, sep='/')
+    for path in META['paths']:
+      # The generator's tolerance: float32 rounding (its RTOL says where from).
+      np.testing.assert_allclose(got[path], ARRAYS[f'{case}/{path}'][step],
+                                 rtol=META['rtol'], atol=META['atol'],
+                                 err_msg=f'{case} step {step + 1} {path}')
+
+
+def test_kernel_mask_is_timms_weight_decay_group():
+  """timm decays what is more than 1-d and not a bias: our kernels, in every ResNet."""
+  mask = traverse_util.flatten_dict(optim.kernel_mask(_tree('init')), sep='/')
+  assert sorted(p for p, m in mask.items() if m) == META['decayed_paths']
+  for name, extra in (('seresnet18', {}), ('resnetrs50', {}), ('cifar_resnet20', {}),
+                      ('resnet18', {'norm': 'group', 'num_groups': 8})):
+    model_config = configlib.load('configs/base.py').model
+    model_config.name = name
+    for key, value in extra.items():
+      model_config[key] = value
+    model = models.create_model(model_config, num_classes=10)
+    params = jax.eval_shape(lambda m=model: m.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))['params']
+    flat = traverse_util.flatten_dict(params)
+    mask = traverse_util.flatten_dict(optim.kernel_mask(params))
+    timm_rule = {k: len(v.shape) > 1 and k[-1] != 'bias' for k, v in flat.items()}
+    assert model.spec.label == name and mask == timm_rule, name
+
+
+# --- Gradient accumulation ---------------------------------------------------------
+
+
+def _step(tx):
+  """(grads, opt_state, params) -> (new params, new opt_state), jitted."""
+
+  @jax.jit
+  def step(grads, state, params):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+@pytest.mark.parametrize('name', ['adam', 'sgd', 'lamb', 'lars'])
+def test_accumulating_k_micro_batches_is_one_step_on_their_mean(name):
+  """k=4: four calls on micro-batch gradients = one update on their mean, twice over."""
+  k = 4
+  config = dict(optimizer=name, weight_decay=0.01, grad_clip_norm=2.0)
+  lr_fn = lambda n: 0.1 * (n + 1.0)  # A different rate per update: it counts updates.
+  one = optim.create_optimizer(optim.resolve(_config(**config)), lr_fn)
+  acc_spec = optim.resolve(_config(**config, grad_accumulation_steps=k, batch_size=128))
+  assert acc_spec.micro_batch_size(128) == 32
+  acc = optim.create_optimizer(acc_spec, lr_fn)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: x + 0.1 * rng.standard_normal(x.shape, np.float32),
+                        _params())
+  p_one, s_one = params, one.init(params)
+  p_acc, s_acc = params, acc.init(params)
+  step_one, step_acc = _step(one), _step(acc)
+  for update in range(2):
+    micro = [jax.tree.map(lambda x: rng.standard_normal(x.shape, np.float32), params)
+             for _ in range(k)]
+    for i, grads in enumerate(micro):
+      assert int(optim.update_count(s_acc)) == update
+      before = p_acc
+      p_acc, s_acc = step_acc(grads, s_acc, p_acc)
+      if i < k - 1:  # Accumulating: the parameters do not move.
+        jax.tree.map(np.testing.assert_array_equal, p_acc, before)
+    mean = jax.tree.map(lambda *g: np.mean(np.stack(g), axis=0), *micro)
+    p_one, s_one = step_one(mean, s_one, p_one)
+    assert int(optim.update_count(s_acc)) == int(optim.update_count(s_one)) == update + 1
+    # MultiSteps' running mean against numpy's: they round differently.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 p_acc, p_one)
