@@ -12,17 +12,22 @@ summary uses to report each part separately:
 Stochastic depth and dropout draw from the 'dropout' rng collection in
 training only: `model.apply(..., train=True, rngs={'dropout': key})`. With
 both rates 0 (the default) no such module exists and no rng is needed.
+
+`model.apply(..., features=...)` returns intermediate outputs instead of the
+logits (features.py); without it the network computes exactly what it did
+before that option existed.
 """
 
 import functools
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from resnet_jax.models import blocks
 from resnet_jax.models import fast_paths
+from resnet_jax.models import features as features_lib
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.registry import ResNetSpec, resolve_spec
 
@@ -76,12 +81,17 @@ class Stem(nn.Module):
   pool: str = 'max'
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, *, tap: bool = False):
+    """The stem's output; with `tap`, (the activation before the pool, output).
+
+    The tap is the stem's feature map (features.py): the CIFAR stem has no
+    pool, so there it is the output itself.
+    """
     if self.kind == 'cifar':
       x = self.conv(self.features, (3, 3), padding=blocks.pad(3), name='conv1')(x)
-      if self.preact:
-        return x
-      return self.act(self.norm(name='norm1')(x))
+      if not self.preact:
+        x = self.act(self.norm(name='norm1')(x))
+      return (x, x) if tap else x
     if self.kind == 'imagenet':
       x = self.conv(self.features, (7, 7), strides=(2, 2), padding=blocks.pad(7),
                     name='conv1')(x)
@@ -95,12 +105,15 @@ class Stem(nn.Module):
         x = self.act(self.norm(name=f'norm{i}')(x))
     else:
       raise ValueError(f'unknown stem {self.kind!r}')
+    before_pool = x
     if self.pool == 'conv':
       x = self.conv(self.features, (3, 3), strides=(2, 2), padding=blocks.pad(3),
                     name='pool_conv')(x)
-      return self.act(self.norm(name='pool_norm')(x))
-    # nn.max_pool pads with -inf, like torch.nn.MaxPool2d(3, 2, padding=1).
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=blocks.pad(3))
+      x = self.act(self.norm(name='pool_norm')(x))
+    else:
+      # nn.max_pool pads with -inf, like torch.nn.MaxPool2d(3, 2, padding=1).
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=blocks.pad(3))
+    return (before_pool, x) if tap else x
 
 
 class Stage(nn.Module):
@@ -150,14 +163,24 @@ class Head(nn.Module):
   dropout: ModuleDef | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, *, outputs: tuple[str, ...] | None = None):
+    """Logits; with `outputs` (among 'pooled', 'logits'), a dict of those.
+
+    'pooled' is what the classifier reads; without 'logits' the classifier is
+    not called (a backbone has no classifier parameters).
+    """
     if self.preact:
       x = self.act(self.norm(name='norm')(x))
     x = jnp.mean(x, axis=(1, 2))  # jnp.mean accumulates bf16/f16 in float32.
     if self.dropout is not None:
       x = self.dropout(name='dropout')(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                    name='fc')(x)
+    if outputs is not None and 'logits' not in outputs:
+      return {'pooled': x} if 'pooled' in outputs else {}
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                      name='fc')(x)
+    if outputs is None:
+      return logits
+    return {'pooled': x, 'logits': logits} if 'pooled' in outputs else {'logits': logits}
 
 
 class ResNet(nn.Module):
@@ -244,16 +267,40 @@ class ResNet(nn.Module):
     return out
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
-    """Logits [N, num_classes] (compute dtype) for NHWC images x.
+  def __call__(self, x, *, train: bool, features: bool | str | Sequence[str] | None = None):
+    """Logits [N, num_classes] (compute dtype) for NHWC images x, or features.
 
     With drop_path_rate or dropout_rate above 0, `train=True` needs a
     'dropout' rng: `apply(..., rngs={'dropout': key})`.
+
+    Args:
+      x: images [N, H, W, C].
+      train: BatchNorm mode, stochastic depth and dropout.
+      features: None (default): the logits. Otherwise the intermediate outputs
+        to return as {name: array}, in network order: True (every feature
+        map: 'stem', 'stage1', ...), or names among those and 'pooled',
+        'logits' (features.py). Only the layers up to the last one named run;
+        the head only for 'pooled' or 'logits'.
     """
     x = jnp.asarray(x, self.dtype)
-    for _, part in self.parts(train):
-      x = part(x)
-    return x
+    if features is None:
+      for _, part in self.parts(train):
+        x = part(x)
+      return x
+    wanted = features_lib.select(self.spec, features)
+    head = tuple(n for n in wanted if n in features_lib.HEAD_OUTPUTS)
+    last = 'head' if head else wanted[-1]
+    out = {}
+    for name, part in self.parts(train):
+      if name == 'stem':
+        out[name], x = part(x, tap=True)
+      elif name == 'head':
+        out.update(part(x, outputs=head))
+      else:
+        x = out[name] = part(x)
+      if name == last:
+        break
+    return {n: out[n] for n in wanted}
 
 
 def create_model(model_config: Any, *, num_classes: int, dtype: Any = jnp.float32,

@@ -13,12 +13,15 @@ import: FILE is a PyTorch state dict, `.safetensors` (no PyTorch needed) or
 shapes; `num_batches_tracked` is ignored); DIR becomes a workdir holding the
 weights as checkpoint step 0, `config.json` (model, classes, float32,
 ImageNet at 224 with torchvision's eval transform: shorter side --eval_resize,
-default 256, then the centre 224) and `weights.json` (source, arch, file,
-SHA-256).
+default 256, then the centre 224), `dataset.json` (the training data's facts:
+for a 1,000-class ImageNet head its class names, which `predict` prints;
+CIFAR-10's names for a 10-class torch_cifar head) and `weights.json` (source,
+arch, file, SHA-256).
 
 export: writes what `model.load_state_dict(safetensors.torch.load_file(FILE),
 strict=True)` accepts in torchvision / timm (or experiments/torch_parity.py's
 CIFAR layout). --arch defaults to the architecture of the run's config.json.
+An existing FILE is refused unless --overwrite is given.
 
 Exit status 2 with a one-line reason on bad input (unknown arch, a tensor that
 does not fit, a file PyTorch is needed for).
@@ -38,7 +41,8 @@ from resnet_jax.weights import mapping
 FLAGS = flags.FLAGS
 COMMANDS = ('import', 'export')
 # The flags of one command only; --source, --arch and --output are both's.
-COMMAND_FLAGS = {'import': ('input', 'shortcut', 'eval_resize'), 'export': ('checkpoint',)}
+COMMAND_FLAGS = {'import': ('input', 'shortcut', 'eval_resize'),
+                 'export': ('checkpoint', 'overwrite')}
 USAGE = ('usage: python -m resnet_jax.weights import --source=S --arch=A --input=FILE '
          '--output=DIR | export --checkpoint=DIR --source=S --output=FILE.safetensors')
 
@@ -60,6 +64,7 @@ def define_flags() -> None:
                        'weights, 232 for V2 and resnext101_64x4d).')
   flags.DEFINE_string('checkpoint', None,
                       'export: a workdir, its checkpoints/ directory or a step directory.')
+  flags.DEFINE_boolean('overwrite', False, 'export: replace --output if it exists.')
   flags.mark_flags_as_required(['source', 'output'])
 
 
@@ -80,11 +85,15 @@ def _cmd_import(args) -> int:
       'ignored': f'{len(ignored)} num_batches_tracked', 'num_classes': model.num_classes,
       'model': spec.describe(),
   }
-  step_dir = files.write_workdir(args.output, config, variables, provenance)
+  meta = files.dataset_meta(config)
+  step_dir = files.write_workdir(args.output, config, variables, provenance, meta)
+  names = (f'{len(meta.class_names)} class names of {meta.name}' if meta.class_names
+           else 'no class names')
   print(f'{args.source} {args.arch}: {len(state_dict) - len(ignored)} tensors '
         f'({len(ignored)} num_batches_tracked ignored) -> {step_dir}\n'
-        f'  model: {spec.describe()}, {model.num_classes} classes\n'
+        f'  model: {spec.describe()}, {model.num_classes} classes ({names})\n'
         f'  evaluate:  python -m resnet_jax.evaluate --checkpoint={args.output}\n'
+        f'  predict:   python -m resnet_jax.predict --checkpoint={args.output} IMAGE...\n'
         f'  fine-tune: --config.init_from={args.output}', flush=True)
   return 0
 
@@ -92,6 +101,9 @@ def _cmd_import(args) -> int:
 def _cmd_export(args) -> int:
   if not args.checkpoint:
     raise ConfigError(f'export needs --checkpoint; {USAGE}')
+  if os.path.exists(args.output) and not args.overwrite:
+    raise ConfigError(f'{args.output} exists: pass --overwrite to replace it, or choose '
+                      'another --output')
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   workdir, model_config = files.read_model_config(args.checkpoint)
   where = workdir or args.checkpoint

@@ -5,10 +5,15 @@
   PyTorch is installed (otherwise a one-line error with the conversion command).
 - An imported model is a workdir, `DIR/checkpoints/0/` (our orbax checkpoint,
   written by `checkpoint.CheckpointManager` at step 0) plus `DIR/config.json`
-  (the config the weights are evaluated with, written by `workdir.write_config`)
-  and `DIR/weights.json` (where the weights came from: source, arch, file,
-  SHA-256). `evaluate --checkpoint=DIR` and `--config.init_from=DIR` take it
-  as they take any run's workdir.
+  (the config the weights are evaluated with, written by `workdir.write_config`),
+  `DIR/dataset.json` (the data the weights were trained on, as a training run
+  records it: classes and their names -- ImageNet's 1,000 from
+  imagenet_classes.txt, made by experiments/imagenet_classes.py -- input shape,
+  splits, normalisation; `workdir.write_dataset`) and `DIR/weights.json`
+  (where the weights came from: source, arch, file, SHA-256).
+  `evaluate --checkpoint=DIR`, `predict --checkpoint=DIR`, `export
+  --checkpoint=DIR` and `--config.init_from=DIR` take it as they take any
+  run's workdir.
 
 The checkpoint holds the weights only (step, params, batch_stats): no
 optimizer state, which would be zeros the size of the model, or twice that. It
@@ -29,6 +34,16 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.weights import mapping
 
 PROVENANCE = 'weights.json'
+# ImageNet-1k's class names, label order (experiments/imagenet_classes.py).
+IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                'imagenet_classes.txt')
+# tfds' cifar10 label names (label order).
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
+                   'ship', 'truck')
+# Split sizes of the datasets the imported weights were trained on (tfds).
+_SPLITS = {'imagenet2012': ('train', 1_281_167, 'validation', 50_000),
+           'cifar10': ('train', 50_000, 'test', 10_000),
+           'cifar100': ('train', 50_000, 'test', 10_000)}
 SAFETENSORS = ('.safetensors',)
 TORCH_FILES = ('.pth', '.pt', '.bin')
 # Training checkpoints (timm's train.py, torchvision's references) nest the
@@ -154,9 +169,39 @@ def eval_config(arch: str, source: str, num_classes: int, *,
   return config
 
 
+def imagenet_class_names() -> tuple[str, ...]:
+  """The 1,000 ImageNet class names, label order; () where the file is missing."""
+  if not os.path.isfile(IMAGENET_CLASSES):
+    return ()
+  with open(IMAGENET_CLASSES, encoding='utf-8') as f:
+    names = tuple(line.rstrip('\n') for line in f if line.strip())
+  return names if len(names) == 1000 else ()
+
+
+def dataset_meta(config):
+  """What an imported model's dataset.json records: the data `eval_config` names.
+
+  The classes' names where the head is that dataset's (ImageNet's 1,000,
+  CIFAR-10's 10); none for a head of another size.
+  """
+  from resnet_jax import data  # pylint: disable=g-import-not-at-top
+  train_split, num_train, eval_split, num_eval = _SPLITS[config.dataset]
+  names = {'imagenet2012': imagenet_class_names, 'cifar10': lambda: CIFAR10_CLASSES}.get(
+      config.dataset, lambda: ())()
+  return data.DatasetMeta(
+      name=config.dataset, num_classes=config.num_classes,
+      image_shape=(config.image_size, config.image_size, 3), num_train=num_train,
+      num_eval=num_eval, train_split=train_split, eval_split=eval_split,
+      mean=tuple(config.mean), std=tuple(config.std),
+      class_names=names if len(names) == config.num_classes else ())
+
+
 def write_workdir(directory: str, config, variables: Mapping[str, Any],
-                  provenance: Mapping[str, Any]) -> str:
+                  provenance: Mapping[str, Any], meta=None) -> str:
   """Writes `variables` as a step-0 checkpoint in workdir `directory`, with its config.
+
+  With `meta` (a `data.DatasetMeta`, e.g. `dataset_meta(config)`), also
+  DIR/dataset.json.
 
   Returns:
     The step directory written.
@@ -178,6 +223,8 @@ def write_workdir(directory: str, config, variables: Mapping[str, Any],
   finally:
     manager.close()
   workdir.write_config(config, directory)
+  if meta is not None:
+    workdir.write_dataset(meta, directory)
   with open(os.path.join(directory, PROVENANCE), 'w', encoding='utf-8') as f:
     json.dump(dict(provenance), f, indent=2, sort_keys=True)
     f.write('\n')
