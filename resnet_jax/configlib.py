@@ -6,13 +6,78 @@ with `configlib.sibling(__file__, 'base')` instead, which works from any cwd.
 """
 
 import ast
+import contextlib
+import difflib
 import importlib.util
 import os
-from typing import Any
+import sys
+import sysconfig
+import traceback
+from typing import Any, Iterator
 
 import ml_collections
 
+from resnet_jax import errors
 from resnet_jax.errors import ConfigError
+
+# Where the interpreter, installed packages and this package live: a frame
+# elsewhere is in a user's file (a config or sweep file).
+_NOT_USER_CODE = tuple(sorted({
+    os.path.join(os.path.realpath(p), '') for p in (
+        sys.prefix, sys.base_prefix, sys.exec_prefix,
+        *(sysconfig.get_paths().get(k, '') for k in ('stdlib', 'platstdlib', 'purelib',
+                                                     'platlib')),
+        os.path.dirname(os.path.abspath(__file__))) if p}))
+
+
+def _is_user_file(filename: str) -> bool:
+  if not filename or filename.startswith('<'):  # <frozen ...>, <string>
+    return False
+  return not os.path.join(os.path.realpath(filename), '').startswith(_NOT_USER_CODE)
+
+
+def user_code_error(error: BaseException, kind: str = '') -> str | None:
+  """'FILE, line N: NameError: ...' when `error` came from code in a user's file.
+
+  The innermost exception of the chain (ml_collections re-raises a config
+  file's TypeError as a new one) that was raised in, or passed through, a
+  file outside the interpreter, the installed packages and this package,
+  named by its innermost such frame. None when there is none (then the error
+  is not the file's own).
+
+  Args:
+    error: the exception caught.
+    kind: 'config' or 'sweep', to say 'config file FILE'; '' for 'FILE'.
+  """
+  prefix = f'{kind} file ' if kind else ''
+  for e in reversed(errors.chain(error)):
+    if isinstance(e, SyntaxError) and _is_user_file(e.filename or ''):
+      return f'{prefix}{e.filename}, line {e.lineno}: {type(e).__name__}: {e.msg}'
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if _is_user_file(f.filename)]
+    if frames:
+      text = ' '.join(str(e).split()) or repr(e)
+      if len(text) > 300:
+        text = text[:300] + '...'
+      return (f'{prefix}{frames[-1].filename}, line {frames[-1].lineno}: '
+              f'{type(e).__name__}: {text}')
+  return None
+
+
+@contextlib.contextmanager
+def errors_of(path: str, kind: str = 'config') -> Iterator[None]:
+  """Raises what the code of a config or sweep file raises as a one-line ConfigError.
+
+  A ConfigError (the file's own message) passes unchanged; any other error
+  names the file and line it came from.
+  """
+  try:
+    yield
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    where = user_code_error(e, kind) or (
+        f'{kind} file {path}: {type(e).__name__}: {" ".join(str(e).split())}')
+    raise ConfigError(where) from e
 
 
 def load_module(path: str, kind: str = 'config'):
@@ -26,7 +91,8 @@ def load_module(path: str, kind: str = 'config'):
     kind: what the file is, for the error message ('config', 'sweep').
 
   Raises:
-    ConfigError: the file does not exist.
+    ConfigError: the file does not exist, or running it raised (a syntax
+      error, a failed import, ...): the message names the file and line.
   """
   if not os.path.isfile(path):
     raise ConfigError(f'{kind} file {path!r} does not exist')
@@ -35,7 +101,8 @@ def load_module(path: str, kind: str = 'config'):
       f'_resnet_jax_{kind}_{os.path.splitext(os.path.basename(path))[0]}_'
       f'{abs(hash(path))}', path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  with errors_of(path, kind):
+    spec.loader.exec_module(module)
   return module
 
 
@@ -103,14 +170,33 @@ def load(config_path: str, overrides: dict[str, Any] | None = None,
   for sweeps, benchmarks and tests that build configs in Python.
 
   Raises:
-    ConfigError: the file does not exist, or an override names an unknown field
-      or has the wrong type.
+    ConfigError: the file does not exist or raises, or an override names an
+      unknown field or has the wrong type.
   """
   path, _, arg = config_path.partition(':')
-  config = load_module(path).get_config(arg or None)
+  module = load_module(path)
+  with errors_of(path):
+    config = module.get_config(arg or None)
   for key, value in (overrides or {}).items():
     apply_override(config, key, value)
   return config
+
+
+def _fields(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  """Every dotted field of a config ('model.depth', ...), sections included."""
+  out = []
+  for key, value in config.items():
+    out.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      out += _fields(value, f'{prefix}{key}.')
+  return out
+
+
+def unknown_field(config: ml_collections.ConfigDict, key: str) -> ConfigError:
+  """The error for an override of a field the config does not have, with a suggestion."""
+  close = difflib.get_close_matches(key, _fields(config), n=1)
+  hint = f"; did you mean '{close[0]}'?" if close else ''
+  return ConfigError(f'unknown config field {key!r}{hint}')
 
 
 def apply_override(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
@@ -118,11 +204,11 @@ def apply_override(config: ml_collections.ConfigDict, key: str, value: Any) -> N
   *parents, leaf = key.split('.')
   node = config
   for p in parents:
-    if p not in node:
-      raise ConfigError(f'unknown config field {key!r}')
+    if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
+      raise unknown_field(config, key)
     node = node[p]
   if leaf not in node:
-    raise ConfigError(f'unknown config field {key!r}')
+    raise unknown_field(config, key)
   try:
     node[leaf] = value
   except TypeError as e:

@@ -78,10 +78,8 @@ class TrainLog:
     for s, m in zip(steps, fetched):
       loss = float(m['train_loss'])
       if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f'training loss became {loss} at step {s}: lower the learning rate, '
-            'set --config.grad_clip_norm, or use --config.dtype=float32. The last '
-            'checkpoint before it is kept in the workdir.')
+        # What to change and what is kept depend on the run: the loop adds them.
+        raise NonFiniteLossError(f'training loss became {loss} at step {s}')
     summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     summary['lr'] = float(fetched[-1]['lr'])
     summary['epoch'] = step / self._steps_per_epoch

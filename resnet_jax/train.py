@@ -15,6 +15,7 @@ everything below takes specs or their fields. No TensorFlow is imported.
 
 import dataclasses
 import functools
+import os
 import signal
 import sys
 import time
@@ -32,6 +33,7 @@ import ml_collections
 import optax
 
 from resnet_jax import data
+from resnet_jax import errors
 from resnet_jax import memory
 from resnet_jax import metric_writers
 from resnet_jax import models
@@ -42,6 +44,7 @@ from resnet_jax import signals
 from resnet_jax import specs
 from resnet_jax import workdir as workdir_lib
 from resnet_jax.data import placement
+from resnet_jax.errors import NonFiniteLossError
 
 
 class TrainState(train_state.TrainState):
@@ -363,11 +366,17 @@ def setup_experiment(run: specs.RunSpec, *, prepare_data: bool = True) -> Experi
                     mesh=parallel.make_mesh(run.bn_group_size))
 
 
-def _restore_or_initialise(exp: Experiment, ckpt) -> tuple[TrainState, dict]:
+def _restore_or_initialise(exp: Experiment, ckpt, *,
+                           allow_fresh_start: bool = False) -> tuple[TrainState, dict]:
   """The state to start from: the newest checkpoint, else init_from, else fresh.
 
   Resuming wins over init_from: a fine-tuning run that was preempted continues
   from its own checkpoint, not from the pretrained weights again.
+
+  Raises:
+    ConfigError: the workdir had checkpoints and none is usable (they are moved
+      aside), unless `allow_fresh_start`: a run never starts over from step 0
+      without being asked to.
   """
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   loop = exp.run.loop
@@ -381,6 +390,13 @@ def _restore_or_initialise(exp: Experiment, ckpt) -> tuple[TrainState, dict]:
       logging.info('init_from=%s not used: it only initialises a fresh run.',
                    loop.init_from)
     return parallel.replicate(host_state, exp.mesh), record.get('metrics', {})
+  unusable = ckpt.corrupt_dirs()
+  if unusable and not allow_fresh_start:
+    raise errors.ConfigError(_no_usable_checkpoint(ckpt, unusable))
+  if unusable:
+    logging.warning('No usable checkpoint in %s (unusable ones: %s): starting from '
+                    'step 0 as --allow_fresh_start asks.', ckpt.directory,
+                    ', '.join(os.path.basename(d) for d in unusable))
   if loop.init_from:
     params, batch_stats = checkpoint.init_from(loop.init_from, state,
                                                skip_head=loop.init_from_skip_head)
@@ -389,8 +405,47 @@ def _restore_or_initialise(exp: Experiment, ckpt) -> tuple[TrainState, dict]:
   return state, {}
 
 
+def _no_usable_checkpoint(ckpt, unusable: list[str]) -> str:
+  """Why a workdir whose checkpoints are all unusable is refused, and the ways on."""
+  listed = ', '.join(os.path.basename(d) for d in unusable[:4]) + (
+      f' ... ({len(unusable)} in all)' if len(unusable) > 4 else '')
+  if ckpt.moved_aside:
+    _, _, reason = ckpt.moved_aside[0]
+    now = (f'{len(ckpt.moved_aside)} checkpoint(s) could not be read (step '
+           f'{ckpt.moved_aside[0][0]}: {reason}) and were moved aside: ')
+  else:
+    now = 'an earlier run moved every checkpoint aside as unreadable: '
+  return (f'no usable checkpoint in {ckpt.directory}: {now}{listed}. Training did not '
+          'start, so as not to start over from step 0 unasked: rerun with '
+          '--allow_fresh_start to train this workdir from step 0 (the moved '
+          'checkpoints stay), or use another --workdir')
+
+
+def _kept_checkpoints(workdir: str) -> str:
+  """What a rerun of `workdir` resumes from, read from disk (no orbax needed)."""
+  from resnet_jax.checkpoint import manager  # pylint: disable=g-import-not-at-top
+  steps = manager.step_dirs(os.path.join(workdir, workdir_lib.CHECKPOINTS))
+  return f'it resumes from step {steps[-1]}' if steps else 'it starts from step 0'
+
+
+class _StartUp:
+  """What start-up is doing, for the line a signal stops it with.
+
+  Each stage first acts on a signal whose raise was dropped (see signals.py).
+  """
+
+  def __init__(self, stop: signals.SignalFlag):
+    self._stop = stop
+    self.doing = 'opening the workdir'
+
+  def now(self, doing: str) -> None:
+    self._stop.check()
+    self.doing = doing
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> dict[str, Any]:
+                       allow_config_change: bool = False, allow_fresh_start: bool = False,
+                       stop: signals.SignalFlag | None = None) -> dict[str, Any]:
   """Trains and evaluates per the config, resuming from `workdir` if it has checkpoints.
 
   Args:
@@ -399,6 +454,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoints go.
     allow_config_change: resume even where the workdir's checkpoints were
       written under a config that differs in a field that changes the run.
+    allow_fresh_start: train from step 0 where every checkpoint of the workdir
+      is unusable (else refused).
+    stop: the SignalFlag the program installed at its start, in stop_at_once
+      mode (`main`); None installs one for this call.
 
   Returns:
     The last logged train and eval metrics, plus 'step', 'preempted' and
@@ -406,37 +465,115 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     ConfigError: invalid config values, a workdir in use or holding another
-      run's config, a step that does not fit in memory.
+      run's config, a step that does not fit in memory, no usable checkpoint,
+      a full disk (OutOfSpaceError) or a save the file system refused.
     NonFiniteLossError: the loss became NaN/inf (the message names the step).
+    errors.StoppedBySignal: SIGTERM/SIGINT before the first step (nothing to
+      save; the message says what start-up was doing).
+    errors.InterruptedAgain: a second Ctrl-C (a KeyboardInterrupt).
   """
+  if stop is None:
+    with signals.SignalFlag(stop_at_once=True, second_interrupt_raises=True) as own:
+      return train_and_evaluate(config, workdir, allow_config_change=allow_config_change,
+                                allow_fresh_start=allow_fresh_start, stop=own)
+  phase = _StartUp(stop)
+  try:
+    return _train_and_evaluate(config, workdir, allow_config_change, allow_fresh_start,
+                               stop, phase)
+  except errors.StoppedBySignal as e:
+    raise errors.StoppedBySignal(e.signum, (
+        f'Preempted by {errors.signal_name(e.signum)} while {phase.doing}, before any '
+        f'training step: nothing to save, nothing lost; rerun the same command '
+        f'({_kept_checkpoints(workdir)}).')) from None
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        allow_config_change: bool, allow_fresh_start: bool,
+                        stop: signals.SignalFlag, phase: _StartUp) -> dict[str, Any]:
   # orbax is imported only by the commands that checkpoint.
   from resnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
 
   run = specs.resolve(config)
+  phase.now('opening the workdir')
   # The workdir before the data: it is locked and its config checked first.
   run_dir = workdir_lib.open_run(workdir, config, allow_config_change=allow_config_change)
   with run_dir:
+    phase.now('preparing the data')
     exp = setup_experiment(run)
+    phase.now('compiling the train step')
     start = time.perf_counter()
     compiled_step = exp.compile_train_step()
     compile_s = time.perf_counter() - start
     eval_step_fn = exp.eval_step()
     is_main = jax.process_index() == 0
+    phase.now('restoring the checkpoint')
     ckpt = checkpoint.CheckpointManager(workdir, keep=run.loop.keep_checkpoints)
-    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    writer = None
     try:
-      state, resumed_metrics = _restore_or_initialise(exp, ckpt)
+      state, resumed_metrics = _restore_or_initialise(exp, ckpt,
+                                                      allow_fresh_start=allow_fresh_start)
       start_step = int(parallel.to_host(state.step))
+      phase.now('recording the config')
       run_dir.record_config(_resolved(config, exp.meta), exp.meta, start_step)
+      writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+      phase.now('starting the input pipeline')
       result = _loop(exp, compiled_step, eval_step_fn, state, start_step, ckpt, writer,
-                     resumed_metrics)
-    finally:
-      # Waits for the save in flight: a preempted run leaves only once its
-      # checkpoint is finalized.
+                     resumed_metrics, stop)
+      # The last checkpoint is waited for: a run that says it finished has it.
       ckpt.close()
-      writer.close()
+    except KeyboardInterrupt:
+      # A second Ctrl-C: quit without waiting for the save in progress.
+      raise errors.InterruptedAgain(
+          f'interrupted again: quit at once, without waiting for a checkpoint in '
+          f'progress. {ckpt.kept()}: rerun the same command to resume from it') from None
+    except NonFiniteLossError as e:
+      ckpt.close(check=False)  # The save of a state from before it completes.
+      raise NonFiniteLossError(_non_finite_message(e, run, ckpt)) from None
+    except Exception as e:
+      ckpt.close(check=False)
+      if isinstance(e, errors.ConfigError) or not errors.is_out_of_space(e):
+        raise
+      # Another write of the run (metrics, config) found the disk full.
+      raise errors.OutOfSpaceError(
+          f'no space left on device: {_one_line(e)}, so the run stopped. '
+          f'{ckpt.kept()}: free space there, then rerun the same command to resume '
+          'from it') from None
+    except BaseException:
+      ckpt.close(check=False)
+      raise
+    finally:
+      if writer is not None:
+        writer.close()
   result['compile_s'] = compile_s
   return result
+
+
+def _one_line(error: BaseException) -> str:
+  """The innermost error of a chain, on one line."""
+  innermost = errors.chain(error)[-1]
+  text = ' '.join(str(innermost).split())
+  return text if len(text) <= 300 else text[:300] + '...'
+
+
+def _non_finite_message(error: NonFiniteLossError, run: specs.RunSpec, ckpt) -> str:
+  """The line of a non-finite loss: what to change (only what this run does not
+  do already) and what there is to resume from (the checkpoints precede it:
+  the loss is checked before every save)."""
+  changes = [f'lower --config.learning_rate (now {run.optim.learning_rate:g})']
+  if not run.optim.grad_clip_norm:
+    changes.append('set --config.grad_clip_norm')
+  if run.dtype != 'float32':
+    changes.append(f'use --config.dtype=float32 (now {run.dtype})')
+  if len(changes) > 1:
+    changes[-1] = 'or ' + changes[-1]
+  change = ', '.join(changes)
+  steps = ckpt.finalized_steps()
+  if not steps:
+    return f'{error}: {change}. No checkpoint was written before it: rerun with the change'
+  return (f'{error}: {change}. The checkpoint of step {steps[-1]} '
+          f'({ckpt.step_path(steps[-1])}), from before it, is kept: rerun with the change '
+          'and --allow_config_change to resume from it, or with a new --workdir to '
+          'start over')
 
 
 def _resolved(config: ml_collections.ConfigDict,
@@ -451,13 +588,26 @@ def _resolved(config: ml_collections.ConfigDict,
 
 
 def _announce(signum: int) -> None:
-  logging.warning('Received %s: saving a checkpoint, then stopping.',
-                  signal.Signals(signum).name)
+  again = (' (Ctrl-C again to quit at once without it)'
+           if signum == signal.SIGINT else '')
+  logging.warning('Received %s: saving a checkpoint, then stopping%s.',
+                  errors.signal_name(signum), again)
+
+
+def _announce_finished(signum: int) -> None:
+  logging.warning('Received %s: training has finished; waiting for its last '
+                  'checkpoint, then exiting.', errors.signal_name(signum))
 
 
 def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
-          start_step: int, ckpt, writer, resumed_metrics: dict) -> dict[str, Any]:
-  """The training loop proper: step, log, evaluate, checkpoint, stop on a signal."""
+          start_step: int, ckpt, writer, resumed_metrics: dict,
+          stop: signals.SignalFlag) -> dict[str, Any]:
+  """The training loop proper: step, log, evaluate, checkpoint, stop on a signal.
+
+  From the first step on, a signal stops the run after the step in progress,
+  once its checkpoint is written; a background save that fails stops it at
+  the next step (every step on one host, at logging steps across hosts).
+  """
   loop = exp.run.loop
   total = exp.num_train_steps
   every = functools.partial(progress.itstime, total=total,
@@ -478,40 +628,48 @@ def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
   step = start_step
   stopped_by = None
   try:
-    with signals.SignalFlag(second_interrupt_raises=True, on_signal=_announce) as preemption:
-      while step < total:
-        with memory.explain_out_of_memory(exp.step_info()):
-          state, metrics = compiled_step(state, next(train_iter))
-        step += 1
-        log.append(step, metrics)
-        if step == start_step + 1 or every(step, loop.log_every_steps):
-          last.update(log.flush(step))  # The only host sync of the loop.
-        # Across hosts the flag needs a collective: only at logging steps there.
-        if jax.process_count() == 1 or every(step, loop.log_every_steps):
-          if parallel.any_process(preemption.received is not None):
-            stopped_by = preemption.received or 'a preemption on another process'
-        eval_metrics = None
-        if every(step, loop.eval_every_steps):
-          last.update(log.flush(step))
-          eval_metrics = evaluate(eval_step_fn, state, exp.inputs.eval_batches(exp.mesh))
-          log.write_eval(step, eval_metrics)
-          last.update(eval_metrics)
-        if every(step, loop.checkpoint_every_steps) or stopped_by:
-          last.update(log.flush(step))  # Never checkpoint a state whose loss went non-finite.
-          # All processes call save (orbax synchronises them); the state is
-          # replicated, and process 0 writes the files.
-          ckpt.save(step, state, epoch=step / exp.steps_per_epoch, metrics=last,
-                    best_metrics=eval_metrics)
-        if stopped_by:
-          break
+    # From here on there is a state that a stop saves first.
+    stop.check()
+    stop.on_signal = _announce
+    stop.stop_at_once = False
+    while step < total:
+      with memory.explain_out_of_memory(exp.step_info()):
+        state, metrics = compiled_step(state, next(train_iter))
+      step += 1
+      log.append(step, metrics)
+      if step == start_step + 1 or every(step, loop.log_every_steps):
+        last.update(log.flush(step))  # The only host sync of the loop.
+      # Across hosts these need a collective: only at logging steps there.
+      if jax.process_count() == 1 or every(step, loop.log_every_steps):
+        if parallel.any_process(stop.received is not None):
+          stopped_by = stop.received or 'a preemption on another process'
+        failure = ckpt.agree(ckpt.failure())  # A collective across hosts.
+        if failure is not None:
+          raise failure
+      eval_metrics = None
+      if every(step, loop.eval_every_steps):
+        last.update(log.flush(step))
+        eval_metrics = evaluate(eval_step_fn, state, exp.inputs.eval_batches(exp.mesh))
+        log.write_eval(step, eval_metrics)
+        last.update(eval_metrics)
+      if every(step, loop.checkpoint_every_steps) or stopped_by:
+        last.update(log.flush(step))  # Never checkpoint a state whose loss went non-finite.
+        # All processes call save (orbax synchronises them); the state is
+        # replicated, and process 0 writes the files.
+        ckpt.save(step, state, epoch=step / exp.steps_per_epoch, metrics=last,
+                  best_metrics=eval_metrics)
+      if stopped_by:
+        ckpt.wait()  # The line below says it is saved: it must be.
+        break
     last.update(log.flush(step))
+    stop.on_signal = _announce_finished
   finally:
     train_iter.close()  # Stops the loader's worker processes.
     log.close()
   last['step'] = step
   if stopped_by:
     last['preempted'] = True
-    name = signal.Signals(stopped_by).name if isinstance(stopped_by, int) else stopped_by
+    name = errors.signal_name(stopped_by) if isinstance(stopped_by, int) else stopped_by
     message = (f'Preempted by {name}: saved checkpoint {ckpt.step_path(step)}; '
                'rerun the same command to resume.')
     logging.warning(message)

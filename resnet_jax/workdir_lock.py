@@ -34,6 +34,7 @@ from typing import Any, Mapping
 
 from absl import logging
 
+from resnet_jax import errors
 from resnet_jax.errors import ConfigError
 
 LOCK_FILE = '.lock'
@@ -106,6 +107,26 @@ def _write(fd: int, record: Mapping[str, Any] | None) -> None:
   os.pwrite(fd, data, 0)
   os.ftruncate(fd, len(data))
   os.fsync(fd)  # The record must survive the crash it is there to explain.
+
+
+def _record(fd: int, record: Mapping[str, Any], directory: str, path: str) -> None:
+  """Writes this holder's record into the lock file just taken; closes it on failure.
+
+  Raises:
+    OutOfSpaceError: the disk or quota is full.
+    ConfigError: the file cannot be written otherwise.
+  """
+  try:
+    _write(fd, record)
+  except OSError as e:
+    os.close(fd)  # Frees the lock too: this process will not run.
+    if errors.is_out_of_space(e):
+      raise errors.OutOfSpaceError(
+          f'no space left on device: cannot write the lock file {path}, so nothing '
+          f'was started or changed in {directory}. Free space there (or use another '
+          '--workdir), then rerun the same command') from None
+    raise ConfigError(f'cannot write the lock file {path}: {e.strerror or e}; choose '
+                      'a --workdir in a writable location') from None
 
 
 class WorkdirLock:
@@ -192,7 +213,7 @@ def _inherited(directory: str, path: str) -> WorkdirLock | None:
   if parent:
     record['parent'] = parent
   # No flock call: the parent's lock is on this very open file, already held.
-  _write(fd, record)
+  _record(fd, record, directory, path)
   return WorkdirLock(directory, fd, record, adopted=True, restore=parent)
 
 
@@ -208,6 +229,7 @@ def acquire(directory: str) -> WorkdirLock:
   Raises:
     WorkdirBusyError: another live process holds it; the message names that
       process, its host and since when.
+    OutOfSpaceError: the lock file cannot be written for a full disk or quota.
     ConfigError: the directory cannot be created or written.
   """
   directory = os.path.abspath(directory)
@@ -237,7 +259,7 @@ def acquire(directory: str) -> WorkdirLock:
     raise WorkdirBusyError(directory, holder) from None
   previous = _read(fd)
   record = _this_process()
-  _write(fd, record)
+  _record(fd, record, directory, path)
   if previous:
     logging.warning('Workdir %s: taking over the lock left by %s, which is no longer '
                     'running.', directory, describe(previous))

@@ -18,6 +18,7 @@ import time
 import flax
 import jax
 import numpy as np
+from orbax.checkpoint._src.serialization import type_handlers
 import pytest
 
 from resnet_jax import checkpoint
@@ -184,6 +185,65 @@ def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog, h
   save_toy(mngr, 3)
   mngr.close()
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2', '3', 'corrupt-3']
+
+
+class _RaisesWhenCollected:
+  def __init__(self, error):
+    self.error = error
+
+  def __del__(self):
+    raise self.error
+
+
+def test_the_reports_of_an_abandoned_read_are_dropped(tmp_path, monkeypatch, caplog):
+  """What a truncated array file left on stderr besides the skip warning, by chance
+  (the end-to-end case is in test_failures): each report is a traceback."""
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', lambda u: seen.append(str(u.exc_value)))
+  manager(tmp_path).close()  # Installs the filters.
+  _RaisesWhenCollected(RuntimeError('Event loop is closed'))
+  _RaisesWhenCollected(RuntimeError('something else'))
+  assert seen == ['something else']
+  for error in (ValueError('OUT_OF_RANGE: Error reading "a/0" in OCDBT database'),
+                ValueError('a bug')):
+    try:
+      raise error
+    except ValueError:
+      logging.getLogger('asyncio').error('Task exception was never retrieved',
+                                         exc_info=True)
+  assert [str(r.exc_info[1]) for r in caplog.records] == ['a bug']
+
+
+def test_a_failed_background_save_is_reported_at_once_and_the_previous_kept(
+    tmp_path, monkeypatch):
+  mngr = manager(tmp_path)
+  save_toy(mngr, 1)
+  mngr.wait()
+
+  async def full_disk(*args):
+    del args
+    raise ValueError('RESOURCE_EXHAUSTED: Failed to write: No space left on device '
+                     "[os_error_code='28']")
+
+  monkeypatch.setattr(type_handlers.NumpyHandler, '_open_and_write', full_disk)
+  save_toy(mngr, 2)
+  deadline = time.monotonic() + 60
+  while (failure := mngr.failure()) is None:  # No further save needed to learn it.
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+  assert isinstance(failure, errors.OutOfSpaceError)
+  message = str(failure)
+  assert message.startswith('no space left on device: the checkpoint of step 2 could '
+                            'not be written'), message
+  assert f'The checkpoint of step 1 ({tmp_path / "checkpoints" / "1"}) is kept' in message
+  assert 'rerun the same command to resume from step 1' in message
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']  # The partial step is gone.
+  mngr.close()  # Reported once.
+  monkeypatch.undo()
+  mngr = manager(tmp_path)
+  restored, record = mngr.restore_latest(toy_template())
+  mngr.close()
+  assert record['step'] == 1 and leaves_equal(restored, toy_state(1))
 
 
 # --- Structure mismatches and warm starts ------------------------------------------

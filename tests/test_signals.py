@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from resnet_jax import errors
 from resnet_jax import signals
 
 
@@ -63,3 +64,32 @@ def test_outside_the_main_thread_it_is_a_flag_that_is_never_set():
   thread.start()
   thread.join()
   assert result == {'handler_unchanged': True, 'received': None}
+
+
+def test_stop_at_once_raises_the_first_signal_and_only_records_later_ones():
+  seen = []
+  with signals.SignalFlag(stop_at_once=True, second_interrupt_raises=True,
+                          on_signal=seen.append) as flag:
+    with pytest.raises(errors.StoppedBySignal) as stopped:
+      _send(signal.SIGTERM)
+    assert stopped.value.signum == signal.SIGTERM and 'SIGTERM' in str(stopped.value)
+    _send(signal.SIGTERM)  # While the first one unwinds: recorded, not raised.
+    assert flag.received == signal.SIGTERM and seen == [signal.SIGTERM]
+    with pytest.raises(KeyboardInterrupt):  # A second Ctrl-C still means "now".
+      _send(signal.SIGINT)
+    with pytest.raises(errors.StoppedBySignal):
+      flag.check()  # For a raise that landed where Python drops it.
+    flag.stop_at_once = False  # From here on the loop polls `received`.
+    flag.check()
+
+
+def test_a_signal_received_by_an_enclosing_flag_carries_into_a_nested_one():
+  with signals.SignalFlag() as outer:  # A program's start-up ...
+    _send(signal.SIGTERM)
+    with signals.SignalFlag(stop_at_once=True) as inner:  # ... then its main part.
+      assert inner.received == signal.SIGTERM
+      with pytest.raises(errors.StoppedBySignal):
+        inner.check()
+    assert outer.received == signal.SIGTERM
+  with signals.SignalFlag() as fresh:
+    assert fresh.received is None

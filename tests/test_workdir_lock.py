@@ -1,5 +1,6 @@
 """Tests for resnet_jax.workdir_lock: one process per workdir, across real processes."""
 
+import errno
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from resnet_jax import errors
 from resnet_jax import workdir_lock
 from resnet_jax.errors import ConfigError
 
@@ -172,3 +174,17 @@ def test_describe_keeps_the_holder_on_one_line():
   assert text.startswith('pid 7 on node3 since 2026-12-02T10:00:00+00:00 (SLURM job 123) '
                          '(`python -c "a b" x x')
   assert '\n' not in text and text.endswith('…`)') and len(text) < 300
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_lock_free(tmp_path, monkeypatch):
+  def full(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  with monkeypatch.context() as m:
+    m.setattr(workdir_lock.os, 'pwrite', full)
+    with pytest.raises(errors.OutOfSpaceError) as e:
+      workdir_lock.acquire(str(tmp_path / 'w'))
+  assert str(e.value).startswith(f'no space left on device: cannot write the lock file '
+                                 f'{tmp_path / "w" / ".lock"}, so nothing was started')
+  with workdir_lock.acquire(str(tmp_path / 'w')) as lock:  # Not left held.
+    assert lock.held and lock.previous is None

@@ -24,11 +24,22 @@ with the replicated state; host numpy arrays are written by process 0 only
 (orbax's numpy handler), so the files are written once. Every process restores
 the full state. Moving a corrupt step aside is done by process 0 between
 barriers.
+
+A save that fails in the background (a full disk, a directory made read-only)
+is raised by `failure()`, `wait()` or `close()` as one ConfigError naming the
+step, the checkpoint that is kept and what to do; the step's partial files are
+removed, the older steps stay (orbax deletes old steps only after a save
+succeeded).
 """
 
+import glob
 import json
+import logging as std_logging
 import math
 import os
+import re
+import shutil
+import sys
 import time
 from typing import Any, Mapping
 
@@ -39,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from resnet_jax import errors
 from resnet_jax import parallel
 from resnet_jax.checkpoint import integrity
 from resnet_jax.errors import ConfigError
@@ -84,6 +96,73 @@ def _finite_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
           and math.isfinite(float(v))}
 
 
+# A tensorstore error: an absl status code first ('OUT_OF_RANGE: Error reading ...').
+_TENSORSTORE_ERROR = re.compile(r'^[A-Z][A-Z_]+: ')
+
+
+class _UnretrievedReadErrors(std_logging.Filter):
+  """Drops asyncio's "Task exception was never retrieved" records of failed reads."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not ('exception was never retrieved' in record.getMessage()
+                and isinstance(error, ValueError)
+                and _TENSORSTORE_ERROR.match(str(error)))
+
+
+def _quiet_abandoned_reads() -> None:
+  """Drops the tracebacks that the other reads of an abandoned restore leave.
+
+  When one array of a step cannot be read (a truncated file), orbax stops the
+  restore at that error while tensorstore still completes the step's other
+  reads: each completion that finds the event loop closed is reported by
+  Python as an unraisable "Event loop is closed", and each other read that
+  failed too as an asyncio "Task exception was never retrieved", a traceback
+  each. The first failed read is raised to us (and the step skipped with one
+  warning): these say nothing more. Every other report still goes where it
+  went before.
+  """
+  asyncio_logger = std_logging.getLogger('asyncio')
+  if not any(isinstance(f, _UnretrievedReadErrors) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_UnretrievedReadErrors())
+  previous = sys.unraisablehook
+  if getattr(previous, 'resnet_jax_quiet', False):
+    return
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  hook.resnet_jax_quiet = True
+  sys.unraisablehook = hook
+
+
+def _is_storage_error(error: BaseException) -> bool:
+  """Whether a failed save was the file system's doing (not a bug of ours)."""
+  return any(isinstance(e, OSError) or 'os_error_code' in str(e)
+             for e in errors.chain(error))
+
+
+def _size_text(num_bytes: int) -> str:
+  for unit, size in (('GB', 1e9), ('MB', 1e6), ('kB', 1e3)):
+    if num_bytes >= size:
+      return f'{num_bytes / size:.1f} {unit}'
+  return f'{num_bytes} bytes'
+
+
+def _tree_bytes(path: str) -> int:
+  total = 0
+  for root, _, files in os.walk(path):
+    for name in files:
+      try:
+        total += os.path.getsize(os.path.join(root, name))
+      except OSError:
+        pass
+  return total
+
+
 def is_step_name(name: str) -> bool:
   return name.isdigit() and (name == '0' or not name.startswith('0'))
 
@@ -111,6 +190,11 @@ class CheckpointManager:
                directory: str | None = None, read_only: bool = False):
     self.directory = os.path.abspath(directory or os.path.join(workdir, 'checkpoints'))
     self.read_only = read_only
+    # Steps found unusable by this manager: (step, where it was moved, why).
+    self.moved_aside: list[tuple[int, str, str]] = []
+    self._in_flight: int | None = None  # The step whose save runs in the background.
+    self._closed = False
+    _quiet_abandoned_reads()
     handlers = {_STATE: ocp.PyTreeCheckpointHandler(),
                 _RECORD: ocp.JsonCheckpointHandler()}
     if read_only:
@@ -168,10 +252,12 @@ class CheckpointManager:
     if self.read_only:
       logging.warning('Skipping checkpoint %s: %s', path, reason)
       return
+    moved = path
     if jax.process_index() == 0:
       moved = integrity.move_aside(self.directory, step)
       logging.warning('Skipping checkpoint %s: %s. Moved it to %s (delete it by '
                       'hand once inspected).', path, reason, moved)
+    self.moved_aside.append((step, moved, reason))
 
   def _skip(self, step: int, error: Exception) -> None:
     self.report_corrupt(step, f'{type(error).__name__}: {integrity.first_line(error)}')
@@ -188,6 +274,29 @@ class CheckpointManager:
 
   def step_path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
+
+  def corrupt_dirs(self) -> list[str]:
+    """The steps moved aside as unusable, by this run or an earlier one (paths, newest first)."""
+    if not os.path.isdir(self.directory):
+      return []
+
+    def newest_first(name):
+      step, _, copy = name[len(integrity.CORRUPT_PREFIX):].partition('.')
+      return (-int(step) if step.isdigit() else 0, name, copy)
+
+    names = [n for n in os.listdir(self.directory) if n.startswith(integrity.CORRUPT_PREFIX)]
+    return [os.path.join(self.directory, n) for n in sorted(names, key=newest_first)]
+
+  def finalized_steps(self) -> list[int]:
+    """The complete steps on disk now (a save in progress is not one yet)."""
+    return step_dirs(self.directory)
+
+  def kept(self) -> str:
+    """What a rerun resumes from, as a sentence: 'The checkpoint of step N (PATH) is kept'."""
+    steps = self.finalized_steps()
+    if not steps:
+      return f'No checkpoint is kept in {self.directory}'
+    return f'The checkpoint of step {steps[-1]} ({self.step_path(steps[-1])}) is kept'
 
   def saved_shapes(self, step: int) -> dict[str, Any]:
     """{path: ArrayMetadata} of the saved state (reads metadata only)."""
@@ -241,22 +350,125 @@ class CheckpointManager:
         'time': time.time(),
         'crc32': integrity.checksums(host),
     }
-    saved = self._manager.save(
-        int(step), args=ocp.args.Composite(**{
-            _STATE: ocp.args.PyTreeSave(host), _RECORD: ocp.args.JsonSave(record)}),
-        metrics=_finite_floats(best_metrics or {}))
+    # The previous save first: orbax would wait for it inside save() and
+    # raise its failure from there, on the failing process only.
+    failure = None
+    try:
+      self.wait()
+    except ConfigError as e:
+      failure = e
+    failure = self.agree(failure)
+    if failure is not None:
+      raise failure
+    try:
+      saved = self._manager.save(
+          int(step), args=ocp.args.Composite(**{
+              _STATE: ocp.args.PyTreeSave(host), _RECORD: ocp.args.JsonSave(record)}),
+          metrics=_finite_floats(best_metrics or {}))
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._save_failed(int(step), e) from None
     if not saved:
       logging.warning('Checkpoint for step %d not written: the newest is step %s.',
                       step, self.latest_step())
       return False
+    self._in_flight = int(step)
     logging.info('Checkpoint for step %d started (%.2fs blocking): %s', step,
                  time.perf_counter() - start, self.step_path(step))
     return True
 
-  def close(self) -> None:
-    """Waits for the save in flight (if any) to be finalized, then releases orbax."""
-    self._manager.wait_until_finished()
+  def failure(self) -> ConfigError | None:
+    """The failure of the save in flight if it has ended so; never blocks.
+
+    Cheap enough for every step: the loop calls it so that a failed save stops
+    the run at once, not at the next save. Returns None while the save runs
+    and once it has succeeded (then there is none in flight any more).
+    """
+    if self._in_flight is None or self._manager.is_saving_in_progress():
+      return None
+    try:
+      self.wait()
+    except ConfigError as e:
+      return e
+    return None
+
+  def agree(self, failure: Exception | None) -> Exception | None:
+    """A save failure known to one process, made known to all (a collective).
+
+    Across hosts every process must call this at the same point (the loop:
+    at logging steps; `save`; `close`), so that none goes on to a barrier
+    that a failed process never reaches.
+    """
+    if jax.process_count() > 1 and parallel.any_process(failure is not None):
+      return failure or ConfigError(
+          'a checkpoint save failed on another process, so the run stopped: see the '
+          f'log of process 0. {self.kept()}: rerun the same command to resume from it')
+    return failure
+
+  def wait(self) -> None:
+    """Blocks until the save in flight (if any) is finalized.
+
+    Raises:
+      OutOfSpaceError: the disk or quota was full (the message names the step,
+        what is kept and how much room a checkpoint takes).
+      ConfigError: the file system refused the save otherwise (permissions).
+    """
+    if self._in_flight is None:
+      return
+    step, self._in_flight = self._in_flight, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._save_failed(step, e) from None
+
+  def _save_failed(self, step: int, error: Exception) -> Exception:
+    """The one-line error of a failed save; its partial files are removed."""
+    if not _is_storage_error(error):
+      return error  # A bug, not the disk: keep its traceback.
+    if jax.process_index() == 0:
+      # Nothing in them can be used, and on a full disk they hold the room a
+      # rerun needs first (lock, config and metrics files).
+      for partial in glob.glob(os.path.join(
+          glob.escape(self.directory), f'{step}{ocp.path.step.TMP_DIR_SUFFIX}*')):
+        shutil.rmtree(partial, ignore_errors=True)
+    kept = self.kept()
+    newest = self.finalized_steps()
+    resume = f'resume from step {newest[-1]}' if newest else 'start again'
+    reason = integrity.first_line(errors.chain(error)[-1])
+    if errors.is_out_of_space(error):
+      room = ''
+      if newest:
+        room = f' (a checkpoint takes about {_size_text(_tree_bytes(self.step_path(newest[-1])))})'
+      return errors.OutOfSpaceError(
+          f'no space left on device: the checkpoint of step {step} could not be written '
+          f'to {self.directory}, so the run stopped. {kept}. Free space there{room}, '
+          f'then rerun the same command to {resume}')
+    return ConfigError(
+        f'the checkpoint of step {step} could not be written to {self.directory} '
+        f'({reason}), so the run stopped. {kept}. Fix the cause, then rerun the same '
+        f'command to {resume}')
+
+  def close(self, *, check: bool = True) -> None:
+    """Waits for the save in flight (if any) to be finalized, then releases orbax.
+
+    Args:
+      check: raise the save's failure (see `wait`); False only logs it (when
+        another error is already on its way out).
+    """
+    if self._closed:
+      return
+    self._closed = True
+    failure = None
+    try:
+      self.wait()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      failure = e
+    if check:
+      failure = self.agree(failure)
     self._manager.close()
+    if failure is not None:
+      if check:
+        raise failure
+      logging.warning('%s', failure)
 
   # -- restore --
 

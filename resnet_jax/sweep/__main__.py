@@ -15,7 +15,8 @@ Every command takes --only (comma-separated globs of point names) and --set
 
 `run` exit status: 0 every point finished; 1 a point failed (or another runner
 held it); 75 a point was stopped by a signal sent to it alone (rerun to
-resume); 128+N the sweep was stopped by signal N; 2 bad input (one line).
+resume); 128+N the sweep was stopped by signal N; 2 bad input (one line,
+nothing started: the sweep file raises, or a point's config does not load).
 """
 
 import os
@@ -93,6 +94,7 @@ def _run(spec: str) -> int:
   sweep, points = _points(spec, FLAGS.index)
   workdir = os.path.abspath(FLAGS.workdir)
   if FLAGS.dry_run:
+    runner.load_configs(points, sweep.source)
     for p in points:
       point_dir = os.path.join(workdir, p.name)
       done = ' (finished: would skip)' if state.is_finished(point_dir, p) else ''
@@ -133,6 +135,7 @@ def _report(spec: str) -> int:
 
 def _slurm(spec: str) -> int:
   sweep, points = _points(spec)
+  runner.load_configs(points, sweep.source)  # A typo fails here, not in every task.
   os.makedirs(FLAGS.workdir, exist_ok=True)  # SLURM writes its --output files there.
   sys.stdout.write(slurm.slurm_script(
       spec, FLAGS.workdir, len(points), point_names=[p.name for p in points],

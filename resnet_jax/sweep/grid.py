@@ -206,12 +206,18 @@ def validate(sweep: Sweep) -> None:
 
 
 def load_sweep(spec: str) -> Sweep:
-  """Loads 'path/to/sweep.py[:arg]' by calling its get_sweep(arg)."""
+  """Loads 'path/to/sweep.py[:arg]' by calling its get_sweep(arg).
+
+  Raises:
+    ConfigError: the file does not exist, its code raises (named by file and
+      line), or the sweep it returns is invalid.
+  """
   path, _, arg = spec.partition(':')
   module = configlib.load_module(path, kind='sweep')
   if not hasattr(module, 'get_sweep'):
     raise ConfigError(f'sweep file {path!r} defines no get_sweep(arg=None)')
-  sweep = module.get_sweep(arg or None)
+  with configlib.errors_of(path, 'sweep'):
+    sweep = module.get_sweep(arg or None)
   validate(sweep)
   sweep.source = os.path.abspath(path)
   sweep.name = sweep.name or os.path.splitext(os.path.basename(path))[0]

@@ -60,6 +60,38 @@ def format_value(value: Any) -> str:
   return str(value)
 
 
+def load_configs(points: Sequence[Point], sweep_source: str = '',
+                 workdir: str | None = None) -> dict[str, Any]:
+  """Each point's config (its file with its overrides), checked before anything runs.
+
+  A typo in a sweep's overrides is bad input of the whole sweep: refused at
+  once, not found point by point.
+
+  Args:
+    points: the points.
+    sweep_source: the sweep file (relative config paths are looked up from it).
+    workdir: with it, points that finished there are not loaded (nothing will
+      run them, and their config may predate the code).
+
+  Returns:
+    {point name: config}.
+
+  Raises:
+    ConfigError: naming the point: its config file is missing or raises, or an
+      override names an unknown field ("did you mean ...") or has the wrong type.
+  """
+  configs = {}
+  for p in points:
+    if workdir is not None and state.is_finished(os.path.join(workdir, p.name), p):
+      continue
+    try:
+      configs[p.name] = configlib.load(resolve_config_path(p.config, sweep_source),
+                                       p.overrides)
+    except ConfigError as e:
+      raise ConfigError(f'point {p.name!r}: {e}') from None
+  return configs
+
+
 def point_command(point: Point, point_dir: str, sweep_source: str = '',
                   python: str | None = None) -> list[str]:
   """The `resnet_jax.main` command line that runs `point` in `point_dir`."""
@@ -188,8 +220,8 @@ def child_env(parallel: int) -> dict[str, str]:
   return env
 
 
-def _start(point: Point, workdir: str, sweep_source: str,
-           env: Mapping[str, str]) -> '_Job | Outcome':
+def _start(point: Point, workdir: str, sweep_source: str, env: Mapping[str, str],
+           config) -> '_Job | Outcome':
   """Starts a point's process, or says why it needs none (finished, busy, bad config)."""
   point_dir = os.path.join(workdir, point.name)
   try:
@@ -204,15 +236,17 @@ def _start(point: Point, workdir: str, sweep_source: str,
                    eval_top1=status.get('eval_top1'), wall_s=status.get('total_wall_s'),
                    note='finished before')
   try:
-    # Load the config here too: a typo fails in milliseconds, and the run's
-    # length (when given in steps) tells what "finished" means.
-    config = configlib.load(resolve_config_path(point.config, sweep_source),
-                            point.overrides)
+    # The config was loaded before the sweep started (`load_configs`); when the
+    # point had finished then, it is loaded now (it was rerun since).
+    if config is None:
+      config = configlib.load(resolve_config_path(point.config, sweep_source),
+                              point.overrides)
     command = point_command(point, point_dir, sweep_source)
   except ConfigError as e:
     lock.release()
     return _fail_without_running(point, point_dir, str(e))
   try:
+    # The run's length (when given in steps) tells what "finished" means.
     return _Job(point, point_dir, command, lock, state.expected_steps(config), env)
   except OSError as e:  # The interpreter could not be started.
     lock.release()
@@ -231,12 +265,15 @@ def run_points(points: Sequence[Point], workdir: str, *, sweep_source: str = '',
     (outcomes in point order, the first signal that stopped the sweep or None).
 
   Raises:
-    ConfigError: `parallel` < 1, or a point's workdir holds a different config.
+    ConfigError: `parallel` < 1, a point's config does not load (a typo in its
+      overrides), or a point's workdir holds a different config. Nothing has
+      started then.
   """
   if parallel < 1:
     raise ConfigError(f'--parallel={parallel} must be at least 1')
   for p in points:
     state.check_workdir_matches(os.path.join(workdir, p.name), p)
+  configs = load_configs(points, sweep_source, workdir)
   env = child_env(parallel)
   outcomes: dict[str, Outcome] = {}
   pending = list(points)
@@ -257,7 +294,8 @@ def run_points(points: Sequence[Point], workdir: str, *, sweep_source: str = '',
     while pending or jobs:
       while pending and len(jobs) < parallel and stop.received is None:
         point = pending.pop(0)
-        job_or_outcome = _start(point, workdir, sweep_source, env)
+        job_or_outcome = _start(point, workdir, sweep_source, env,
+                                configs.get(point.name))
         if isinstance(job_or_outcome, Outcome):
           outcomes[point.name] = job_or_outcome
           echo(f'{tag[point.name]}: {_describe(job_or_outcome)}')
