@@ -35,6 +35,11 @@ from resnet_jax import benchmark as b, configlib, train
 config = configlib.load(sys.argv[1], json.loads(sys.argv[2]))
 if hasattr(b, 'synthetic'):  # After the mesh migration: jit(shard_map), AOT.
   config = b.synthetic(config)
+  try:  # After the config was resolved into specs.
+    from resnet_jax import specs
+    config = specs.resolve(config)
+  except ImportError:
+    pass
   exp = train.setup_experiment(config)
   step = exp.compile_train_step()
   state = exp.init_state()

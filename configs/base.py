@@ -155,13 +155,42 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.lr_decay_factor = 0.1
   # Clip gradients to this global norm; 0 disables clipping.
   config.grad_clip_norm = 0.0
-  # Label smoothing for the softmax cross-entropy (0 = none).
-  config.label_smoothing = 0.0
   # Gradient accumulation: each optimizer update averages the gradients of k
   # micro-batches of batch_size / k (optax.MultiSteps), so a large-batch recipe
   # runs on fewer devices. Lengths and periods count updates of batch_size
   # examples; BatchNorm normalises over each micro-batch. 1 = off.
   config.grad_accumulation_steps = 1
+
+  # --- Recipe: the modern training recipes' parts (each off by default) -----
+  # The loss: 'softmax' (cross-entropy) or 'bce' (timm's binary cross-entropy,
+  # as ResNet strikes back trains with).
+  config.loss = 'softmax'
+  # Label smoothing of the one-hot targets (0 = none; folded into Mixup's targets).
+  config.label_smoothing = 0.0
+  # With loss='bce': targets above this become 1, the rest 0 (timm's
+  # target_threshold; ResNet strikes back: 0.2); 0 = soft targets.
+  config.bce_target_threshold = 0.0
+  # Mixup / CutMix over the global batch, on the device (timm's Mixup, mode
+  # 'batch'): Beta(alpha, alpha) for each (0 = off); CutMix box sides drawn in
+  # (min, max) of the image instead when set; the probability a batch is mixed;
+  # the probability of CutMix rather than Mixup when both are on.
+  config.mixup_alpha = 0.0
+  config.cutmix_alpha = 0.0
+  config.cutmix_minmax = ()
+  config.mixup_prob = 1.0
+  config.mixup_switch_prob = 0.5
+  # EMA of the weights and BatchNorm statistics (timm's ModelEmaV3), evaluated
+  # beside the raw weights: its decay (0 = off), and the decay's warmup
+  # 1 - (1 + step / gamma) ** -power (timm's use_warmup).
+  config.ema_decay = 0.0
+  config.ema_warmup = False
+  config.ema_warmup_gamma = 1.0
+  config.ema_warmup_power = 0.75
+  # Knowledge distillation (Bag of Tricks): a checkpoint (workdir) whose model
+  # teaches this one, run in the same step ('' = none), and the temperature
+  # of the soft targets: loss += T^2 * CE(softmax(teacher / T), softmax(student / T)).
+  config.teacher = ''
+  config.distill_temperature = 1.0
 
   # --- Loop ---------------------------------------------------------------
   # Global batch size over all devices and hosts.
@@ -185,6 +214,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.init_from = ''
   # When init_from has a different number of classes, leave out the classifier.
   config.init_from_skip_head = True
+  # Warm-start from init_from's EMA of the weights (a run with ema_decay).
+  config.init_from_ema = False
   config.seed = 0
 
   # --- Distributed --------------------------------------------------------

@@ -274,6 +274,8 @@ def measure(exp: train.Experiment, *, steps: int, warmup: int, repeats: int,
   compiled = exp.compile_train_step(donate=donate)
   compile_s = time.perf_counter() - start
   flops = compiled_flops(compiled)
+  args = exp.step_args()  # The teacher's variables, when distilling.
+  step = (lambda state, batch: compiled(state, batch, *args)) if args else compiled
   state = exp.init_state()
   batch_iter = batches(exp, host_input, prefetch)
   first = next(batch_iter)
@@ -281,11 +283,10 @@ def measure(exp: train.Experiment, *, steps: int, warmup: int, repeats: int,
 
   windows = []
   with count_compiles() as compiles:
-    state, seconds = timed_steps(compiled, state, itertools.chain([first], batch_iter),
-                                 warmup)
+    state, seconds = timed_steps(step, state, itertools.chain([first], batch_iter), warmup)
     logging.info('%d warmup steps in %.2f s.', warmup, seconds)
     for _ in range(repeats):
-      state, seconds = timed_steps(compiled, state, batch_iter, steps)
+      state, seconds = timed_steps(step, state, batch_iter, steps)
       windows.append(seconds / steps)
       logging.info('%d steps: %.2f ms/step.', steps, 1000 * windows[-1])
   if compiles:

@@ -36,13 +36,16 @@ def define_flags() -> None:
                       'A workdir, its checkpoints/ directory, or a step directory.')
   flags.DEFINE_integer('num_batches', -1,
                        'Evaluate on at most this many eval batches; -1 = the whole split.')
+  flags.DEFINE_boolean('ema', False, "Evaluate the EMA of the weights (a run with "
+                       "--config.ema_decay) instead of the weights.")
   config_flags.DEFINE_config_file(
       'config', None, 'Config of the run (default: the config.json beside the '
       'checkpoint), e.g. configs/cifar10.py:depth=56.', lock_config=True)
   flags.mark_flags_as_required(['checkpoint'])
 
 
-def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
+def evaluate_checkpoint(config, path: str, *, num_batches: int = -1, ema: bool = False
+                        ) -> dict:
   """Restores the weights at `path` and evaluates them per `config`.
 
   Args:
@@ -50,6 +53,7 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
       config recorded in the checkpoint's workdir.
     path: workdir, checkpoints directory or step directory.
     num_batches: eval batches to use; -1 = the whole eval split.
+    ema: evaluate the checkpoint's EMA of the weights.
 
   Returns:
     {'checkpoint', 'step', 'epoch', 'eval_loss', 'eval_top1', 'eval_top5',
@@ -77,7 +81,7 @@ def evaluate_checkpoint(config, path: str, *, num_batches: int = -1) -> dict:
   exp = train.setup_experiment(run, prepare_data=False)
   state = exp.init_state()
   params, batch_stats, info = checkpoint.load_weights(
-      path, *parallel.to_host((state.params, state.batch_stats)))
+      path, *parallel.to_host((state.params, state.batch_stats)), ema=ema)
   state = state.replace(params=parallel.replicate(params, exp.mesh),
                         batch_stats=parallel.replicate(batch_stats, exp.mesh))
   metrics = train.evaluate(exp.eval_step(), state, exp.inputs.eval_batches(exp.mesh))
@@ -92,7 +96,8 @@ def main(argv):
   config = FLAGS.config
   if config is not None:
     cli.maybe_initialize_distributed(config)
-  result = evaluate_checkpoint(config, FLAGS.checkpoint, num_batches=FLAGS.num_batches)
+  result = evaluate_checkpoint(config, FLAGS.checkpoint, num_batches=FLAGS.num_batches,
+                               ema=FLAGS.ema)
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     print(json.dumps(result), flush=True)

@@ -65,6 +65,8 @@ def define_flags() -> None:
   flags.DEFINE_list('platforms', list(DEFAULT_PLATFORMS),
                     f'Platforms to lower for, among {", ".join(KNOWN_PLATFORMS)}.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
+  flags.DEFINE_bool('ema', False, 'Export the EMA of the weights (a run with '
+                    '--config.ema_decay) instead of the weights.')
   config_flags.DEFINE_config_file(
       'config', None, 'Config of the run (default: the config.json beside the '
       'checkpoint).', lock_config=True)
@@ -128,7 +130,8 @@ class Restored:
     return placement.preprocess(images, mean=self.mean, std=self.std)
 
 
-def restore(path: str, config=None, *, cpu_fast_paths: bool | None = None) -> Restored:
+def restore(path: str, config=None, *, cpu_fast_paths: bool | None = None,
+            ema: bool = False) -> Restored:
   """Reads a checkpoint's weights and what evaluating them needs, without the data.
 
   Args:
@@ -136,6 +139,7 @@ def restore(path: str, config=None, *, cpu_fast_paths: bool | None = None) -> Re
     config: the run's config; None = the config.json it recorded.
     cpu_fast_paths: override the config's (None: keep it). Export passes
       False so that the artifact holds one formulation for every platform.
+    ema: the EMA of the weights (a run with ema_decay) instead of the weights.
 
   Raises:
     ConfigError: no checkpoint there, no config, or the config and the
@@ -183,7 +187,7 @@ def restore(path: str, config=None, *, cpu_fast_paths: bool | None = None) -> Re
       train=False))
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   params, batch_stats, info = checkpoint.load_weights(
-      path, template['params'], template.get('batch_stats', {}))
+      path, template['params'], template.get('batch_stats', {}), ema=ema)
   variables = {'params': params}
   if batch_stats:
     variables['batch_stats'] = batch_stats
@@ -318,7 +322,7 @@ def main(argv):
   quiet_read_only()
   platforms = tuple(p.strip() for p in FLAGS.platforms if p.strip())
   check_platforms(platforms)  # Before the checkpoint is read: a typo fails at once.
-  restored = restore(FLAGS.checkpoint, FLAGS.config, cpu_fast_paths=False)
+  restored = restore(FLAGS.checkpoint, FLAGS.config, cpu_fast_paths=False, ema=FLAGS.ema)
   features = select_outputs(restored, FLAGS.features)
   exported = export_checkpoint(restored, input_dtype=FLAGS.input, features=features,
                                platforms=platforms)

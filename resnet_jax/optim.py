@@ -8,14 +8,10 @@ apply to conv and dense kernels only (`kernel_mask`), never to BatchNorm
 scales and biases nor dense biases: timm's `param_groups_weight_decay` groups
 (1-d parameters and biases excluded) for every ResNet of this project.
 
-Gradient accumulation (`grad_accumulation_steps` = k > 1) wraps the optimizer
-in `optax.MultiSteps`: the training loop feeds it k micro-batches of
-batch_size / k, and every k-th call applies one update with the mean of their
-gradients. Every length and period in the config (num_train_steps, epochs,
-warmup, lr boundaries, log/eval/checkpoint periods) counts optimizer updates
-of batch_size examples, as timm's and optax's schedules do; `update_count`
-reads the updates applied from the optimizer state (the train state's `step`
-counts calls, i.e. micro-steps).
+Gradient accumulation (`grad_accumulation_steps` = k > 1) happens inside the
+train step (train.py): it computes the gradient of k micro-batches of
+batch_size / k in turn and applies their mean once, so the optimizer, the
+schedule, the data and every length and period are those of k = 1.
 """
 
 import dataclasses
@@ -49,16 +45,11 @@ class OptimSpec:
   lr_boundaries_epochs: tuple[float, ...]
   lr_decay_factor: float
   grad_clip_norm: float
-  label_smoothing: float
   beta2: float
   eps: float
   lamb_max_grad_norm: float
   lars_trust_coefficient: float
   grad_accumulation_steps: int
-
-  def micro_batch_size(self, batch_size: int) -> int:
-    """The examples of one train-step call: batch_size / grad_accumulation_steps."""
-    return batch_size // self.grad_accumulation_steps
 
 
 def _is_int(value) -> bool:
@@ -86,12 +77,10 @@ def resolve(config) -> OptimSpec:
         f'weight_decay_type={config.weight_decay_type!r} does not apply to '
         f'{config.optimizer}: its weight decay is part of the layer-wise update, as in '
         "timm; leave weight_decay_type='l2'")
-  for name in ('weight_decay', 'grad_clip_norm', 'label_smoothing', 'warmup_steps',
-               'warmup_epochs', 'lamb_max_grad_norm'):
+  for name in ('weight_decay', 'grad_clip_norm', 'warmup_steps', 'warmup_epochs',
+               'lamb_max_grad_norm'):
     if config[name] < 0:
       raise ConfigError(f'{name}={config[name]} must be >= 0')
-  if config.label_smoothing >= 1:
-    raise ConfigError(f'label_smoothing={config.label_smoothing} must be below 1')
   for name in ('momentum', 'beta2'):
     if not 0 <= config[name] < 1:
       raise ConfigError(f'{name}={config[name]} must be in [0, 1) (e.g. 0.9 or 0.999)')
@@ -105,10 +94,6 @@ def resolve(config) -> OptimSpec:
   k = config.grad_accumulation_steps
   if not _is_int(k) or k < 1:
     raise ConfigError(f'grad_accumulation_steps={k!r} must be an integer >= 1 (1 = off)')
-  if _is_int(config.batch_size) and config.batch_size % k:
-    raise ConfigError(
-        f'grad_accumulation_steps={k} must divide batch_size={config.batch_size} (the '
-        'micro-batches are batch_size / grad_accumulation_steps examples)')
   return OptimSpec(
       optimizer=config.optimizer, learning_rate=float(config.learning_rate),
       momentum=float(config.momentum), weight_decay=float(config.weight_decay),
@@ -118,7 +103,7 @@ def resolve(config) -> OptimSpec:
       lr_boundaries_epochs=tuple(float(b) for b in config.lr_boundaries_epochs),
       lr_decay_factor=float(config.lr_decay_factor),
       grad_clip_norm=float(config.grad_clip_norm),
-      label_smoothing=float(config.label_smoothing), beta2=float(config.beta2),
+      beta2=float(config.beta2),
       eps=float(eps), lamb_max_grad_norm=float(config.lamb_max_grad_norm),
       lars_trust_coefficient=float(config.lars_trust_coefficient),
       grad_accumulation_steps=k)
@@ -232,10 +217,6 @@ def create_optimizer(spec: OptimSpec,
   As timm does (always_adapt=False), LAMB and LARS adapt only what weight
   decay applies to: with weight_decay=0 lamb is Adam with clipping and lars
   is SGD.
-
-  With spec.grad_accumulation_steps = k > 1 the chain is wrapped in
-  optax.MultiSteps: k calls accumulate the mean gradient, the k-th applies
-  it (the others return zero updates).
   """
   wd = spec.weight_decay
   chain = []
@@ -268,24 +249,5 @@ def create_optimizer(spec: OptimSpec,
       chain.append(optax.add_decayed_weights(wd, mask=kernel_mask))
   chain.append(optax.scale_by_learning_rate(learning_rate_fn))
 
-  tx = optax.chain(*chain)
-  if spec.grad_accumulation_steps > 1:
-    tx = optax.MultiSteps(tx, every_k_schedule=spec.grad_accumulation_steps
-                          ).gradient_transformation()
-  return tx
+  return optax.chain(*chain)
 
-
-def update_count(opt_state) -> jax.Array:
-  """The optimizer updates applied so far: the step the schedule is at.
-
-  With grad_accumulation_steps = k it advances once every k train-step calls;
-  an update that was not applied (a skipped step whose old state was kept)
-  does not count. The count of the schedule's state in the optimizer state of
-  `create_optimizer` (int32 scalar; works under jit).
-  """
-  is_schedule = lambda path, _: getattr(path[-1], 'tuple_name', None) == 'ScaleByScheduleState'
-  count = optax.tree.get(opt_state, 'count', filtering=is_schedule)
-  if count is None:
-    raise ValueError('update_count needs the state of an optimizer from '
-                     'optim.create_optimizer (it has no learning-rate schedule state)')
-  return count

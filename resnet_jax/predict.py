@@ -45,6 +45,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('top_k', 5, 'Classes per image (at most the number of classes).')
   flags.DEFINE_bool('json', False, 'One JSON object per image instead of a text line.')
   flags.DEFINE_integer('batch_size', 64, 'Images per forward pass.')
+  flags.DEFINE_bool('ema', False, 'Predict with the EMA of the weights (a run with '
+                    '--config.ema_decay).')
   config_flags.DEFINE_config_file(
       'config', None, 'Config of the run (default: the config.json beside the '
       'checkpoint).', lock_config=True)
@@ -170,7 +172,7 @@ def main(argv):
                       'be at least 1')
   from resnet_jax import export  # pylint: disable=g-import-not-at-top
   export.quiet_read_only()
-  restored = export.restore(FLAGS.checkpoint, FLAGS.config)
+  restored = export.restore(FLAGS.checkpoint, FLAGS.config, ema=FLAGS.ema)
   failed = []
 
   def on_error(path, reason):

@@ -9,6 +9,7 @@ module that uses it, cheapest first, so a typo fails in milliseconds:
       model   models.ResNetSpec   models.resolve_spec(config.model)
       data    data.DataSpec       data.resolve(config)
       optim   optim.OptimSpec     optim.resolve(config)
+      recipe  recipe.RecipeSpec   recipe.resolve(config) (loss, Mixup/CutMix, EMA, teacher)
       loop    LoopSpec            here (the training loop's periods and length)
 
 What only the dataset can tell (its size against the batch, its image shape)
@@ -24,6 +25,7 @@ from resnet_jax import data
 from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import parallel
+from resnet_jax import recipe
 from resnet_jax.errors import ConfigError
 
 
@@ -38,6 +40,7 @@ class LoopSpec:
   keep_checkpoints: int
   init_from: str
   init_from_skip_head: bool
+  init_from_ema: bool = False
 
   def total_steps(self, steps_per_epoch: int) -> int:
     """num_train_steps, or num_epochs epochs when it is -1."""
@@ -53,6 +56,7 @@ class RunSpec:
   data: data.DataSpec
   optim: optim.OptimSpec
   loop: LoopSpec
+  recipe: recipe.RecipeSpec
   dtype: str
   cpu_fast_paths: bool
   bn_group_size: int
@@ -83,7 +87,8 @@ def _loop(config: ml_collections.ConfigDict) -> LoopSpec:
       log_every_steps=config.log_every_steps, eval_every_steps=config.eval_every_steps,
       checkpoint_every_steps=config.checkpoint_every_steps,
       keep_checkpoints=config.keep_checkpoints, init_from=config.init_from,
-      init_from_skip_head=bool(config.init_from_skip_head))
+      init_from_skip_head=bool(config.init_from_skip_head),
+      init_from_ema=bool(config.init_from_ema))
 
 
 def resolve(config: ml_collections.ConfigDict) -> RunSpec:
@@ -93,11 +98,19 @@ def resolve(config: ml_collections.ConfigDict) -> RunSpec:
   data_spec = data.resolve(config)
   optim_spec = optim.resolve(config)
   loop = _loop(config)
-  parallel.batch_layout(data_spec.batch_size, 'batch_size')
+  recipe_spec = recipe.resolve(config)
+  layout = parallel.batch_layout(data_spec.batch_size, 'batch_size')
+  k = optim_spec.grad_accumulation_steps
+  if layout.per_device % k:
+    raise ConfigError(f'grad_accumulation_steps={k} must divide the {layout.per_device} '
+                      f'examples each device gets of batch_size={data_spec.batch_size}')
+  if k > 1 and np.dtype(dtype).name == 'float16':
+    raise ConfigError('grad_accumulation_steps > 1 with dtype=float16 is not supported '
+                      '(its loss scale skips whole steps): use --config.dtype=bfloat16')
   parallel.batch_layout(data_spec.eval_batch_size,
                         'eval_batch_size' if config.eval_batch_size else 'batch_size')
   bn_group = config.model.get('bn_group_size', 0)
   parallel.bn_group_size(bn_group)
-  return RunSpec(model=model, data=data_spec, optim=optim_spec, loop=loop,
+  return RunSpec(model=model, data=data_spec, optim=optim_spec, loop=loop, recipe=recipe_spec,
                  dtype=np.dtype(dtype).name,
                  cpu_fast_paths=bool(config.cpu_fast_paths), bn_group_size=bn_group)

@@ -33,18 +33,25 @@ import ml_collections
 import optax
 
 from resnet_jax import data
+from resnet_jax import ema as ema_lib
 from resnet_jax import errors
+from resnet_jax import losses
 from resnet_jax import memory
 from resnet_jax import metric_writers
 from resnet_jax import models
 from resnet_jax import optim
 from resnet_jax import parallel
 from resnet_jax import progress
+from resnet_jax import recipe as recipe_lib
 from resnet_jax import signals
 from resnet_jax import specs
 from resnet_jax import workdir as workdir_lib
+from resnet_jax.augment import mixup as mixup_lib
 from resnet_jax.data import placement
 from resnet_jax.errors import NonFiniteLossError
+
+# fold_in tags of the step key: each random part draws its own numbers.
+_MIXUP, _DROPOUT = 1, 2
 
 
 class TrainState(train_state.TrainState):
@@ -55,14 +62,18 @@ class TrainState(train_state.TrainState):
     rng: base PRNG key; step s uses fold_in(rng, s), so a resumed run draws the
       same random numbers as an uninterrupted one.
     dynamic_scale: loss scale for float16 compute, else None.
+    ema: {'params', 'batch_stats'}, the EMA of the weights and statistics in
+      float32 (recipe.ema), else None.
   """
   batch_stats: Any = None
   rng: jax.Array = None
   dynamic_scale: dynamic_scale_lib.DynamicScale | None = None
+  ema: Any = None
 
 
 def _state_initializer(model: flax.linen.Module, tx: optax.GradientTransformation,
-                       image_shape: tuple[int, ...]) -> Callable[[jax.Array], TrainState]:
+                       image_shape: tuple[int, ...], ema: bool = False
+                       ) -> Callable[[jax.Array], TrainState]:
   """rng -> a fresh TrainState (params, BatchNorm statistics, optimizer state)."""
   dynamic_scale = (dynamic_scale_lib.DynamicScale()
                    if model.dtype == jnp.float16 else None)
@@ -73,10 +84,12 @@ def _state_initializer(model: flax.linen.Module, tx: optax.GradientTransformatio
     # collective (no mesh axis is bound here).
     variables = model.init({'params': init_rng},
                            jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    batch_stats = variables.get('batch_stats', {})
     state = TrainState.create(
         apply_fn=model.apply, params=variables['params'], tx=tx,
-        batch_stats=variables.get('batch_stats', {}), rng=step_rng,
-        dynamic_scale=dynamic_scale)
+        batch_stats=batch_stats, rng=step_rng, dynamic_scale=dynamic_scale,
+        ema=ema_lib.init_ema({'params': variables['params'], 'batch_stats': batch_stats})
+        if ema else None)
     # create() leaves a weakly typed Python 0; a restored step is int32. One
     # dtype, so the train step compiles once and a resumed run executes the
     # same program as an uninterrupted one.
@@ -87,13 +100,14 @@ def _state_initializer(model: flax.linen.Module, tx: optax.GradientTransformatio
 
 def create_train_state(model: flax.linen.Module, tx: optax.GradientTransformation,
                        image_shape: tuple[int, ...], rng: jax.Array,
-                       mesh: jax.sharding.Mesh | None = None) -> TrainState:
-  """Initialises parameters, BatchNorm statistics and optimizer state.
+                       mesh: jax.sharding.Mesh | None = None, ema: bool = False
+                       ) -> TrainState:
+  """Initialises parameters, BatchNorm statistics, optimizer state (and the EMA).
 
   With a mesh, the state comes out replicated over it (the train step's input
   layout); without, on the default device.
   """
-  create = _state_initializer(model, tx, image_shape)
+  create = _state_initializer(model, tx, image_shape, ema)
   out_shardings = parallel.replicated(mesh) if mesh is not None else None
   return _compile_cheaply(create, out_shardings, rng)(rng)
 
@@ -122,6 +136,30 @@ def cross_entropy_loss(logits: jax.Array, labels: jax.Array, num_classes: int,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), one_hot)
 
 
+def example_loss(logits: jax.Array, labels: jax.Array, targets: jax.Array | None,
+                 teacher_logits: jax.Array | None, num_classes: int,
+                 recipe: recipe_lib.RecipeSpec) -> jax.Array:
+  """The recipe's per-example training loss (float32).
+
+  `targets`: Mixup/CutMix's soft targets (label smoothing folded in), or None
+  (the labels, smoothed here). 'softmax' without targets is exactly
+  `cross_entropy_loss`; 'bce' is timm's BinaryCrossEntropy; a teacher adds
+  the Bag-of-Tricks distillation term.
+  """
+  if recipe.loss == 'bce':
+    loss = losses.binary_cross_entropy(
+        logits, labels if targets is None else targets,
+        smoothing=recipe.label_smoothing if targets is None else 0.0,
+        target_threshold=recipe.bce_target_threshold or None)
+  elif targets is not None:
+    loss = losses.softmax_cross_entropy(logits, targets)
+  else:
+    loss = cross_entropy_loss(logits, labels, num_classes, recipe.label_smoothing)
+  if teacher_logits is not None:
+    loss = loss + losses.distillation_loss(logits, teacher_logits, recipe.distill_temperature)
+  return loss
+
+
 def correct_topk(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """1.0 where the label is among the k highest logits, else 0.0 (per example)."""
   k = min(k, logits.shape[-1])
@@ -129,10 +167,11 @@ def correct_topk(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+def train_step(state: TrainState, batch: dict[str, jax.Array], teacher=None, *,
                learning_rate_fn: optax.Schedule, preprocess_fn: Callable,
-               num_classes: int, label_smoothing: float = 0.0,
-               augment_in_step: bool = False):
+               num_classes: int, recipe: recipe_lib.RecipeSpec = recipe_lib.RecipeSpec(),
+               augment_in_step: bool = False, accumulation: int = 1,
+               dropout: bool = False, teacher_apply: Callable | None = None):
   """One optimizer step on this device's share of the global batch.
 
   The per-device program: runs under `jax.shard_map` over the mesh's data
@@ -141,12 +180,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   Args:
     state: the (replicated) train state.
     batch: this device's examples: {'image': uint8 [b, H, W, C], 'label': int [b]}.
+    teacher: the teacher's variables (replicated), with `recipe.teacher`.
     learning_rate_fn: the schedule, for logging the step's learning rate.
     preprocess_fn: `placement.preprocess` with the dataset's statistics.
     num_classes: classifier width.
-    label_smoothing: label smoothing for the loss.
+    recipe: the loss and its parts (Mixup/CutMix over the global batch, EMA,
+      distillation).
     augment_in_step: crop and flip the images here (resident 'cifar' data),
       example r of the global batch from fold_in(step key, r).
+    accumulation: k > 1 computes the gradient over k micro-batches of b / k in
+      turn (BatchNorm normalising each) and applies their mean once.
+    dropout: the model draws drop-path / dropout masks (flax's 'dropout' rng).
+    teacher_apply: (teacher variables, images) -> the teacher's logits.
 
   Returns:
     (new_state, metrics): metrics are means over the global batch, identical on
@@ -158,32 +203,59 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   images = preprocess_fn(
       batch['image'], augment_key=step_rng if augment_in_step else None,
       first_row=lax.axis_index(axes) * labels.shape[0])
+  targets = teacher_logits = None
+  if recipe.mixup is not None:
+    images, targets = mixup_lib.mix_batch(jax.random.fold_in(step_rng, _MIXUP), images,
+                                          labels, recipe.mixup, num_classes, axis_name=axes)
+  if teacher is not None:
+    teacher_logits = lax.stop_gradient(teacher_apply(teacher, images).astype(jnp.float32))
+  dropout_rng = jax.random.fold_in(jax.random.fold_in(step_rng, _DROPOUT),
+                                   lax.axis_index(axes))
 
-  def loss_fn(params):
+  def loss_fn(params, batch_stats, images, labels, targets, teacher_logits, rng):
     logits, new_model_state = state.apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-        mutable=['batch_stats'])
-    loss = jnp.mean(cross_entropy_loss(logits, labels, num_classes, label_smoothing))
-    return loss, (logits, new_model_state)
+        {'params': params, 'batch_stats': batch_stats}, images, train=True,
+        mutable=['batch_stats'], **({'rngs': {'dropout': rng}} if dropout else {}))
+    loss = jnp.mean(example_loss(logits, labels, targets, teacher_logits, num_classes,
+                                 recipe))
+    return loss, (logits, new_model_state.get('batch_stats', {}))
 
   # Differentiate with respect to this device's copy of the parameters, so the
   # gradient is this device's own (shard_map would otherwise sum the gradients
   # of a replicated input over the devices implicitly); the explicit pmean
   # below then averages them, as the pmapped step did.
   params = lax.pcast(state.params, axes, to='varying')
+  inputs = (images, labels, targets, teacher_logits)
   if state.dynamic_scale is not None:
     # DynamicScale averages the gradients over the axes itself.
-    grad_fn = state.dynamic_scale.value_and_grad(loss_fn, has_aux=True, axis_name=axes)
-    dynamic_scale, is_finite, (loss, (logits, new_model_state)), grads = grad_fn(params)
-  else:
-    (loss, (logits, new_model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(params)
+    grad_fn = state.dynamic_scale.value_and_grad(
+        lambda p: loss_fn(p, state.batch_stats, *inputs, dropout_rng), has_aux=True,
+        axis_name=axes)
+    dynamic_scale, is_finite, (loss, (logits, batch_stats)), grads = grad_fn(params)
+  elif accumulation == 1:
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, state.batch_stats, *inputs, dropout_rng)
     grads = lax.pmean(grads, axes)
+  else:
+    split = lambda x: None if x is None else x.reshape(accumulation, -1, *x.shape[1:])
+
+    def micro(carry, xs):
+      grads, batch_stats, i = carry
+      (loss, (logits, batch_stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, batch_stats, *xs, jax.random.fold_in(dropout_rng, i))
+      return (jax.tree.map(jnp.add, grads, g), batch_stats, i + 1), (loss, logits)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    # Each group's statistics come out of its own examples (varying over groups).
+    stats = lax.pcast(state.batch_stats, parallel.BN_GROUP_AXIS, to='varying')
+    (grads, batch_stats, _), (micro_losses, logits) = lax.scan(
+        micro, (zeros, stats, jnp.int32(0)), tuple(map(split, inputs)))
+    grads = lax.pmean(jax.tree.map(lambda g: g / accumulation, grads), axes)
+    loss, logits = jnp.mean(micro_losses), logits.reshape(-1, logits.shape[-1])
 
   # Within a BatchNorm group the running statistics agree; across groups
   # (bn_group_size) they are averaged, so the state stays replicated.
-  batch_stats = lax.pmean(new_model_state.get('batch_stats', {}),
-                          parallel.BN_GROUP_AXIS)
+  batch_stats = lax.pmean(batch_stats, parallel.BN_GROUP_AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   if state.dynamic_scale is not None:
     # A step whose scaled gradients overflowed is skipped (keep the old state).
@@ -193,6 +265,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
         params=jax.tree.map(functools.partial(jnp.where, is_finite),
                             new_state.params, state.params),
         dynamic_scale=dynamic_scale)
+  if recipe.ema is not None:
+    new_state = new_state.replace(ema=ema_lib.update_ema(
+        state.ema, {'params': new_state.params, 'batch_stats': new_state.batch_stats},
+        ema_lib.ema_decay(new_state.step, recipe.ema)))
 
   metrics = {
       'train_loss': loss,
@@ -209,25 +285,29 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   """Sums of eval metrics over the global batch, padding masked out (per device).
 
   Returns:
-    {'loss', 'top1', 'top5', 'count'}: sums over all devices' real examples.
+    {'loss', 'top1', 'top5', 'count'}: sums over all devices' real examples;
+    with an EMA also 'ema_loss', 'ema_top1', 'ema_top5' of its weights.
   """
   images = preprocess_fn(batch['image'])
-  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                          images, train=False)
   labels = batch['label']
   mask = batch['mask'].astype(jnp.float32)
-  sums = {
-      'loss': jnp.sum(cross_entropy_loss(logits, labels, num_classes) * mask),
-      'top1': jnp.sum(correct_topk(logits, labels, 1) * mask),
-      'top5': jnp.sum(correct_topk(logits, labels, 5) * mask),
-      'count': jnp.sum(mask),
-  }
-  return lax.psum(sums, parallel.DATA_AXES)
+
+  def sums(variables, prefix=''):
+    logits = state.apply_fn(variables, images, train=False)
+    return {f'{prefix}loss': jnp.sum(cross_entropy_loss(logits, labels, num_classes) * mask),
+            f'{prefix}top1': jnp.sum(correct_topk(logits, labels, 1) * mask),
+            f'{prefix}top5': jnp.sum(correct_topk(logits, labels, 5) * mask)}
+
+  out = {**sums({'params': state.params, 'batch_stats': state.batch_stats}),
+         'count': jnp.sum(mask)}
+  if state.ema is not None:
+    out.update(sums(state.ema, 'ema_'))
+  return lax.psum(out, parallel.DATA_AXES)
 
 
 def evaluate(eval_step_fn: Callable, state: TrainState,
              eval_batches: Iterable[dict[str, Any]]) -> dict[str, float]:
-  """Runs the eval step over all batches; returns mean loss, top-1, top-5.
+  """Runs the eval step over all batches: mean loss, top-1, top-5 (and the EMA's).
 
   Sums stay on the devices until the end: one host sync.
   """
@@ -238,13 +318,8 @@ def evaluate(eval_step_fn: Callable, state: TrainState,
   if totals is None:
     raise ValueError('the eval split yielded no batches')
   totals = jax.tree.map(float, parallel.to_host(totals))
-  count = totals['count']
-  return {
-      'eval_loss': totals['loss'] / count,
-      'eval_top1': totals['top1'] / count,
-      'eval_top5': totals['top5'] / count,
-      'eval_count': count,
-  }
+  count = totals.pop('count')
+  return {**{f'eval_{k}': v / count for k, v in totals.items()}, 'eval_count': count}
 
 
 @dataclasses.dataclass
@@ -258,6 +333,7 @@ class Experiment:
   learning_rate_fn: optax.Schedule
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
+  teacher: Any = None  # (model, host variables) of recipe.teacher, else None.
 
   @property
   def meta(self) -> data.DatasetMeta:
@@ -275,11 +351,13 @@ class Experiment:
   def init_state(self) -> TrainState:
     """A freshly initialised train state, replicated over the mesh."""
     return create_train_state(self.model, self.tx, self.meta.image_shape,
-                              jax.random.PRNGKey(self.run.data.seed), self.mesh)
+                              jax.random.PRNGKey(self.run.data.seed), self.mesh,
+                              ema=self.run.recipe.ema is not None)
 
   def abstract_state(self) -> TrainState:
     """The train state's shapes, dtypes and shardings; nothing is computed."""
-    create = _state_initializer(self.model, self.tx, self.meta.image_shape)
+    create = _state_initializer(self.model, self.tx, self.meta.image_shape,
+                                self.run.recipe.ema is not None)
     shapes = jax.eval_shape(create, jax.random.PRNGKey(self.run.data.seed))
     replicated = parallel.replicated(self.mesh)
     return jax.tree.map(
@@ -299,19 +377,33 @@ class Experiment:
       batch['mask'] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=sharding)
     return batch
 
+  def step_args(self) -> tuple:
+    """What the train step takes after (state, batch): the teacher's variables."""
+    if self.teacher is None:
+      return ()
+    return (parallel.replicate(self.teacher[1], self.mesh),)
+
   def train_step(self, *, donate: bool = True) -> Callable:
-    """The jitted train step over the mesh: (state, batch) -> (state, metrics).
+    """The jitted train step over the mesh: (state, batch, *step_args) -> (state, metrics).
 
     The shardings are fixed: an input laid out otherwise is an error, never a
     silent second compilation. With `donate`, the input state's buffers are
     reused for the output (one train state less in memory).
     """
+    spec = self.model.spec
+    teacher_apply = None
+    if self.teacher is not None:
+      model = self.teacher[0]
+      teacher_apply = lambda variables, images: model.apply(variables, images, train=False)
     step = functools.partial(train_step, learning_rate_fn=self.learning_rate_fn,
                              preprocess_fn=self.preprocess_fn(),
-                             num_classes=self.num_classes,
-                             label_smoothing=self.run.optim.label_smoothing,
-                             augment_in_step=self.inputs.augment_in_step)
-    return self._jit(step, out_specs=(P(), P()), donate=donate)
+                             num_classes=self.num_classes, recipe=self.run.recipe,
+                             augment_in_step=self.inputs.augment_in_step,
+                             accumulation=self.run.optim.grad_accumulation_steps,
+                             dropout=bool(spec.drop_path_rate or spec.dropout_rate),
+                             teacher_apply=teacher_apply)
+    return self._jit(step, out_specs=(P(), P()), donate=donate,
+                     extra=len(self.step_args()))
 
   def eval_step(self) -> Callable:
     """The jitted eval step over the mesh: (state, batch) -> metric sums."""
@@ -319,12 +411,13 @@ class Experiment:
                              num_classes=self.num_classes)
     return self._jit(step, out_specs=P(), donate=False)
 
-  def _jit(self, step: Callable, out_specs, donate: bool) -> Callable:
+  def _jit(self, step: Callable, out_specs, donate: bool, extra: int = 0) -> Callable:
     replicated = parallel.replicated(self.mesh)
     data_sharding = parallel.data_sharding(self.mesh)
-    sharded = jax.shard_map(step, mesh=self.mesh, in_specs=(P(), P(parallel.DATA_AXES)),
+    sharded = jax.shard_map(step, mesh=self.mesh,
+                            in_specs=(P(), P(parallel.DATA_AXES)) + (P(),) * extra,
                             out_specs=out_specs)
-    return jax.jit(sharded, in_shardings=(replicated, data_sharding),
+    return jax.jit(sharded, in_shardings=(replicated, data_sharding) + (replicated,) * extra,
                    out_shardings=replicated, donate_argnums=(0,) if donate else ())
 
   def compile_train_step(self, *, donate: bool = True):
@@ -338,7 +431,7 @@ class Experiment:
         naming the model, batch, dtype and what to change).
     """
     lowered = self.train_step(donate=donate).lower(self.abstract_state(),
-                                                   self.abstract_batch())
+                                                   self.abstract_batch(), *self.step_args())
     with memory.explain_out_of_memory(self.step_info()):
       compiled = lowered.compile()
     memory.check_fits(compiled, self.step_info())
@@ -361,9 +454,18 @@ def setup_experiment(run: specs.RunSpec, *, prepare_data: bool = True) -> Experi
   total = run.loop.total_steps(steps_per_epoch)
   lr_fn = optim.create_learning_rate_schedule(run.optim, steps_per_epoch, total)
   tx = optim.create_optimizer(run.optim, lr_fn)
+  teacher = None
+  if run.recipe.teacher:
+    from resnet_jax import export  # pylint: disable=g-import-not-at-top
+    restored = export.restore(run.recipe.teacher, cpu_fast_paths=run.cpu_fast_paths)
+    if restored.num_classes != inputs.meta.num_classes:
+      raise errors.ConfigError(
+          f'teacher={run.recipe.teacher!r} predicts {restored.num_classes} classes, this run '
+          f'{inputs.meta.num_classes}: distillation needs the same classes')
+    teacher = (restored.model, restored.variables)
   return Experiment(run=run, inputs=inputs, model=model, steps_per_epoch=steps_per_epoch,
                     num_train_steps=total, learning_rate_fn=lr_fn, tx=tx,
-                    mesh=parallel.make_mesh(run.bn_group_size))
+                    mesh=parallel.make_mesh(run.bn_group_size), teacher=teacher)
 
 
 def _restore_or_initialise(exp: Experiment, ckpt, *,
@@ -399,9 +501,13 @@ def _restore_or_initialise(exp: Experiment, ckpt, *,
                     ', '.join(os.path.basename(d) for d in unusable))
   if loop.init_from:
     params, batch_stats = checkpoint.init_from(loop.init_from, state,
-                                               skip_head=loop.init_from_skip_head)
+                                               skip_head=loop.init_from_skip_head,
+                                               ema=loop.init_from_ema)
     state = state.replace(params=parallel.replicate(params, exp.mesh),
                           batch_stats=parallel.replicate(batch_stats, exp.mesh))
+    if state.ema is not None:  # The EMA starts from the warm start too.
+      state = state.replace(ema=jax.tree.map(lambda x: x.astype(jnp.float32), {
+          'params': state.params, 'batch_stats': state.batch_stats}))
   return state, {}
 
 
@@ -620,6 +726,7 @@ def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
     logging.info('Nothing to do: the checkpoint at step %d already reached '
                  'num_train_steps=%d.', start_step, total)
   train_iter = exp.inputs.train_batches(exp.mesh, start_step=start_step)
+  step_args = exp.step_args()
   log = progress.TrainLog(writer, total=total, start_step=start_step,
                           batch_size=exp.run.data.batch_size,
                           steps_per_epoch=exp.steps_per_epoch,
@@ -634,7 +741,7 @@ def _loop(exp: Experiment, compiled_step, eval_step_fn, state: TrainState,
     stop.stop_at_once = False
     while step < total:
       with memory.explain_out_of_memory(exp.step_info()):
-        state, metrics = compiled_step(state, next(train_iter))
+        state, metrics = compiled_step(state, next(train_iter), *step_args)
       step += 1
       log.append(step, metrics)
       if step == start_step + 1 or every(step, loop.log_every_steps):

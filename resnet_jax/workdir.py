@@ -47,7 +47,7 @@ RESUMABLE_CHANGES = frozenset({
     'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
     'keep_checkpoints', 'num_eval_batches', 'prefetch_batches', 'num_workers', 'data_dir',
     'manual_dir', 'download', 'distributed', 'coordinator_address', 'num_processes',
-    'process_id', 'init_from', 'init_from_skip_head', 'eval_resize',
+    'process_id', 'init_from', 'init_from_skip_head', 'init_from_ema', 'eval_resize',
 })
 # May grow, not shrink: training for longer continues the same run.
 LENGTHS = ('num_train_steps', 'num_epochs')

@@ -49,17 +49,22 @@ def workdir_of(path: str) -> str | None:
 
 
 def _restore_weights(manager: manager_lib.CheckpointManager, params, batch_stats, *,
-                     step: int | None, skip_head: bool, hint: str):
+                     step: int | None, skip_head: bool, hint: str, ema: bool = False):
   """Params and BatchNorm statistics of the newest usable (or the given) step."""
-  model = integrity.flatten({'params': params, 'batch_stats': batch_stats})
+  root = 'ema/' if ema else ''  # The EMA's copies live under 'ema' in the state.
+  model = {root + k: v for k, v in
+           integrity.flatten({'params': params, 'batch_stats': batch_stats}).items()}
   for candidate in manager.candidates(step):
     path = manager.step_path(candidate)
     try:
       saved = {k: v for k, v in manager.saved_shapes(candidate).items()
-               if k.startswith(('params/', 'batch_stats/'))}
+               if k.startswith((root + 'params/', root + 'batch_stats/'))}
+      if ema and not saved:
+        raise ConfigError(f'checkpoint {path} holds no EMA weights (it was trained '
+                          'without --config.ema_decay): leave out the EMA option')
       skipped = []
       if skip_head:
-        skipped = sorted(k for k in model if k.startswith(HEAD_PREFIX) and (
+        skipped = sorted(k for k in model if k.startswith(root + HEAD_PREFIX) and (
             k not in saved or integrity.shape(saved[k]) != integrity.shape(model[k])))
       lines = integrity.describe_mismatch(
           {k: v for k, v in saved.items() if k not in skipped},
@@ -77,13 +82,15 @@ def _restore_weights(manager: manager_lib.CheckpointManager, params, batch_stats
       manager.report_corrupt(candidate, f"{type(e).__name__}: {integrity.first_line(e)}")
       continue
     merged = integrity.unflatten({**model, **integrity.flatten(restored)})
-    info = {'step': candidate, 'path': path, 'record': record, 'skipped': skipped}
+    merged = merged['ema'] if ema else merged
+    info = {'step': candidate, 'path': path, 'record': record,
+            'skipped': [k[len(root):] for k in skipped]}
     return merged['params'], merged.get('batch_stats', {}), info
   raise ConfigError(f'no usable checkpoint in {manager.directory} (see the warnings above)')
 
 
 def load_weights(path: str, params, batch_stats, *, skip_head: bool = False,
-                 hint: str = _EVAL_HINT) -> tuple[Any, Any, dict[str, Any]]:
+                 hint: str = _EVAL_HINT, ema: bool = False) -> tuple[Any, Any, dict[str, Any]]:
   """Reads params + batch_stats (host numpy) from a workdir, checkpoints dir or step dir.
 
   Args:
@@ -92,6 +99,7 @@ def load_weights(path: str, params, batch_stats, *, skip_head: bool = False,
       their values are kept for anything left out).
     skip_head: leave out the classifier ('head/fc') where its shape differs.
     hint: what to do about a shape mismatch (ends the error message).
+    ema: read the EMA of the weights (a run with ema_decay) instead.
 
   Returns:
     (params, batch_stats, info): info has 'step', 'path', 'record' and
@@ -104,7 +112,7 @@ def load_weights(path: str, params, batch_stats, *, skip_head: bool = False,
   manager = manager_lib.CheckpointManager(directory=directory, read_only=True)
   try:
     return _restore_weights(manager, params, batch_stats, step=step,
-                            skip_head=skip_head, hint=hint)
+                            skip_head=skip_head, hint=hint, ema=ema)
   finally:
     manager.close()
 
@@ -132,8 +140,10 @@ def read_state(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     manager.close()
 
 
-def init_from(path: str, state, *, skip_head: bool = True) -> tuple[Any, Any]:
-  """Warm start: params and BatchNorm statistics for `state` from another run.
+def init_from(path: str, state, *, skip_head: bool = True, ema: bool = False
+              ) -> tuple[Any, Any]:
+  """Warm start: params and BatchNorm statistics for `state` from another run (its
+  EMA's with `ema`).
 
   The optimizer state and step stay those of `state` (fresh: step 0). With
   `skip_head`, a classifier whose shape differs (another number of classes) keeps
@@ -149,7 +159,7 @@ def init_from(path: str, state, *, skip_head: bool = True) -> tuple[Any, Any]:
   from resnet_jax import parallel  # pylint: disable=g-import-not-at-top
   params, batch_stats = parallel.to_host((state.params, state.batch_stats))
   params, batch_stats, info = load_weights(path, params, batch_stats,
-                                           skip_head=skip_head, hint=hint)
+                                           skip_head=skip_head, hint=hint, ema=ema)
   if info['skipped']:
     logging.info('init_from: classifier left out (shape differs): %s',
                  ', '.join(info['skipped']))
