@@ -31,6 +31,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # step the commit's own benchmark times, then answers 'STEPS' lines with seconds.
 _WORKER = r'''
 import json, sys
+# The editable install's finder would serve this checkout's modules that the
+# commit lacks (e.g. specs.py before it existed): only the commit's files count.
+sys.meta_path[:] = [f for f in sys.meta_path
+                    if not getattr(f, '__module__', '').startswith('__editable__')]
 from resnet_jax import benchmark as b, configlib, train
 config = configlib.load(sys.argv[1], json.loads(sys.argv[2]))
 if hasattr(b, 'synthetic'):  # After the mesh migration: jit(shard_map), AOT.
