@@ -156,9 +156,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # Clip gradients to this global norm; 0 disables clipping.
   config.grad_clip_norm = 0.0
   # Gradient accumulation: each optimizer update averages the gradients of k
-  # micro-batches of batch_size / k (optax.MultiSteps), so a large-batch recipe
-  # runs on fewer devices. Lengths and periods count updates of batch_size
-  # examples; BatchNorm normalises over each micro-batch. 1 = off.
+  # micro-batches of batch_size / k, computed one after the other inside the
+  # step, so a large-batch recipe runs on fewer devices. Lengths and periods
+  # count updates of batch_size examples; BatchNorm normalises over each
+  # micro-batch. 1 = off.
   config.grad_accumulation_steps = 1
 
   # --- Recipe: the modern training recipes' parts (each off by default) -----

@@ -44,7 +44,7 @@ PARTS['all'] = {k: v for name, part in PARTS.items() if name != 'trivialaugment'
 
 NOTES = """\
 - One seed per part and a short budget: differences under about one point are within
-  what a seed changes on this copy (the quickstart gave 68.86 % after 3 epochs).
+  what a seed changes on this copy.
 - Regularisers (Mixup, CutMix, RandAugment, random erasing, drop path, label
   smoothing) trade training fit for generalisation and pay off over hundreds of
   epochs; at ~2 epochs most are expected to cost accuracy. ResNet strikes back
