@@ -6,14 +6,10 @@
     for batch in inputs.eval_batches(mesh): ...   # 'mask' False on padding
 
 Batches are dicts of global arrays sharded over the mesh's data axes: 'image'
-uint8 [global_batch, H, W, C], 'label' int32. Modules, one job each: `spec`
-(DataSpec from the config: the only reader of it here; DatasetMeta),
-`sources` (random-access sources, split expressions, the choice by kind),
-`folder` (folder:PATH indexes), `tfds_source` (registered tfds datasets),
-`transforms` (per-example PIL/numpy transforms), `loader` (grain: order, rows
-per process, worker processes, padding), `placement` (onto the mesh, streamed
-or resident; in-step preprocessing). Importing this package imports neither
-TensorFlow nor grain: worker processes and tools import its modules.
+uint8 [global_batch, H, W, C], 'label' int32. One module a job (each says its
+own): spec, sources, folder, tfds_source, transforms, loader, placement.
+Importing this package imports neither TensorFlow nor grain: worker processes
+and tools import its modules.
 """
 
 import dataclasses
@@ -117,7 +113,7 @@ class Input:
 
 
 def open_input(spec: DataSpec, *, prepare: bool = False) -> Input:
-  """Opens spec's dataset and decides its placement.
+  """Opens spec's dataset (a folder is indexed on first use) and decides its placement.
 
   `prepare` allows preparing (with spec.download, downloading) a registered
   tfds dataset that is not prepared: training passes True, evaluation False.

@@ -4,10 +4,9 @@ r"""Prepares (or indexes) a config's dataset once, then prints its DatasetMeta a
         [--config.data_dir=DIR] [--config.manual_dir=DIR] \
         [--config.dataset=folder:PATH]
 
-Preparing a registered tfds dataset needs TensorFlow (pip install -e '.[tfds]');
-training and evaluation read it without. Downloads only with download=True (the
-default) and a reachable host; offline it says within seconds what to do
-instead (one line on stderr, exit status 2).
+Preparing a registered tfds dataset needs TensorFlow (pip install -e '.[tfds]') and
+downloads only with download=True (the default); offline it says within seconds what
+to do instead (one line on stderr, exit status 2).
 """
 
 import dataclasses

@@ -3,17 +3,15 @@
 PATH is a directory or a .tar/.tar.gz/.tgz/.tar.bz2/.tar.xz archive laid out
 `split/class/image` (optionally under one common top folder). The first use
 reads every image once (a corrupt file is found here, never in training),
-measures each split's per-channel statistics, and writes an index to
-DATA_DIR/folder_<name>_<fingerprint>/v2/: decoded uint8 arrays (memory-mapped
-by every reader) when the images share one shape and fit in ARRAYS_LIMIT
-bytes; otherwise the file names of a directory, or an archive's encoded bytes
-packed one file per split (an archive has no random access). The fingerprint
-covers an archive's size and mtime (a directory's names and folder mtimes): an
-edited source is indexed again. Concurrent first uses wait for one another; an
-interrupted indexing leaves a temporary directory that the next one removes.
+measures each split's per-channel statistics, and writes the index: decoded
+uint8 arrays (memory-mapped by every reader) when the images share one shape
+and fit in ARRAYS_LIMIT bytes; otherwise a directory's file names, or an
+archive's encoded bytes packed one file per split (an archive has no random
+access). Concurrent first uses wait for one another.
 """
 
 import bz2
+import collections
 import concurrent.futures
 import fcntl
 import functools
@@ -51,7 +49,8 @@ _OPENED = {}  # Indexes read by this process, by directory.
 
 
 def index_dir(path: str, data_dir: str) -> str:
-  """Where the index of `path` lives: DATA_DIR/folder_<slug>_<fingerprint>/v<FORMAT>."""
+  """Where the index of `path` lives: DATA_DIR/folder_<slug>_<fingerprint>/v<FORMAT>; the
+  fingerprint changes when the source is edited."""
   base = re.sub(r'(\.tar(\.gz|\.bz2|\.xz)?|\.tgz)$', '', os.path.basename(path.rstrip('/')))
   slug = re.sub(r'[^a-z0-9]+', '_', base.lower()).strip('_')[:40] or 'data'
   h = hashlib.sha256(f'format={FORMAT}'.encode())
@@ -145,27 +144,19 @@ def _decoded(path: str):
   chunks in flight keeps memory flat for huge archives.
   """
   workers = max(1, min(16, os.cpu_count() or 1))
-  decode = lambda chunk: [_decode(data) for _, data in chunk]
-  pending, chunk = [], []
+  decode = lambda chunk: [(member, data, *_decode(data)) for member, data in chunk]
+  pending, chunk = collections.deque(), []
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     for item in _read_source(path):
       chunk.append(item)
       if len(chunk) == _CHUNK:
-        pending.append((chunk, pool.submit(decode, chunk)))
+        pending.append(pool.submit(decode, chunk))
         chunk = []
-      while len(pending) > 2 * workers or (pending and pending[0][1].done()):
-        done, future = pending.pop(0)
-        yield from ((m, d, *r) for (m, d), r in zip(done, future.result()))
-    pending.append((chunk, pool.submit(decode, chunk)))
-    for done, future in pending:
-      yield from ((m, d, *r) for (m, d), r in zip(done, future.result()))
-
-
-def _statistics(sums: np.ndarray) -> tuple[list[float], list[float]]:
-  """(mean, std) from [sum, sum of squares, count]; a constant channel gets std 1/255."""
-  mean = sums[0] / sums[2]
-  return mean.tolist(), np.maximum(np.sqrt(np.maximum(sums[1] / sums[2] - mean ** 2, 0)),
-                                   1 / 255).tolist()
+      while len(pending) > 2 * workers or (pending and pending[0].done()):
+        yield from pending.popleft().result()
+    pending.append(pool.submit(decode, chunk))
+    for future in pending:
+      yield from future.result()
 
 
 def _scan(path: str, tmp: str, on_corrupt: str) -> dict:
@@ -220,8 +211,11 @@ def _scan(path: str, tmp: str, on_corrupt: str) -> dict:
           'skipped_corrupt_images': len(corrupt), 'corrupt_images': corrupt[:1000],
           'splits': {}}
   for name, s in sorted(splits.items()):
-    mean, std = _statistics(s['sums'])
-    info['splits'][name] = {'num_examples': len(s['labels']), 'mean': mean, 'std': std}
+    total, squares, count = s['sums']
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+    info['splits'][name] = {'num_examples': len(s['labels']), 'mean': mean.tolist(),
+                            'std': np.maximum(std, 1 / 255).tolist()}  # Never 0: it divides.
     labels = np.array([class_names.index(l) for l in s['labels']], np.int32)
     np.save(os.path.join(tmp, f'{name}.labels.npy'), labels)
     if s['blob']:
@@ -285,61 +279,42 @@ def _index(spec: spec_lib.DataSpec) -> tuple[str, dict]:
   return directory, info
 
 
-def _open_arrays(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  return (np.load(os.path.join(directory, f'{split}.images.npy'), mmap_mode='r'),
-          np.load(os.path.join(directory, f'{split}.labels.npy')))
+def _open_split(directory: str, storage: str, root: str, split: str):
+  """A split of the index: (images, labels) memory-mapped, or row -> (encoded bytes, label)
+  read from the packed blob (an archive's) or from `root` by file name."""
+  where = functools.partial(os.path.join, directory)
+  labels = np.load(where(f'{split}.labels.npy'))
+  if storage == 'arrays':
+    return np.load(where(f'{split}.images.npy'), mmap_mode='r'), labels
+  if storage == 'blob':
+    with open(where(f'{split}.blob'), 'rb') as f:
+      blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    offsets = np.load(where(f'{split}.offsets.npy'))
+    return lambda row: (blob[offsets[row]:offsets[row + 1]], int(labels[row]))
+  with open(where(f'{split}.files.json'), encoding='utf-8') as f:
+    names = json.load(f)
 
-
-class _Reader:
-  """Encoded images: packed per split (an archive's), or read from `root` by name."""
-
-  def __init__(self, directory: str, root: str | None):
-    self._directory, self._root, self._open = directory, root, {}
-
-  def __getstate__(self):  # Files open lazily in each worker process.
-    return {**self.__dict__, '_open': {}}
-
-  def __call__(self, split: str, row: int) -> bytes:
-    if split not in self._open:
-      where = functools.partial(os.path.join, self._directory)
-      if self._root is None:
-        with open(where(f'{split}.blob'), 'rb') as f:
-          blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._open[split] = (blob, np.load(where(f'{split}.offsets.npy')))
-      else:
-        with open(where(f'{split}.files.json'), encoding='utf-8') as f:
-          self._open[split] = json.load(f)
-    if self._root is None:
-      blob, offsets = self._open[split]
-      return blob[offsets[row]:offsets[row + 1]]
-    path = os.path.join(self._root, self._open[split][row])
+  def read(row: int) -> tuple[bytes, int]:
+    path = os.path.join(root, names[row])
     try:
       with open(path, 'rb') as f:
-        return f.read()
+        return f.read(), int(labels[row])
     except OSError as e:
       raise ConfigError(f'cannot read {path} ({e.strerror or e}), which was there when the '
-                        f'folder was indexed; restore it, or delete {self._directory} to '
+                        f'folder was indexed; restore it, or delete {directory} to '
                         'index the folder again') from None
+
+  return read
 
 
 def open_folder(spec: spec_lib.DataSpec) -> sources.Dataset:
   """Opens a folder dataset (indexing it on first use)."""
   directory, info = _index(spec)
-  sizes = {name: s['num_examples'] for name, s in info['splits'].items()}
-  train, evaluation = sources.default_splits(spec, sizes)
-  stats = info['splits'][sources.parse_split(train, sizes)[0][0]]
-  hw = tuple(info['image_hw']) if info['image_hw'] else (None, None)
-  meta = sources.make_meta(spec, sizes=sizes, train=train, evaluation=evaluation,
-                           native_hw=hw, classes=info['class_names'],
-                           statistics=(tuple(stats['mean']), tuple(stats['std'])))
-  labels = {name: np.load(os.path.join(directory, f'{name}.labels.npy')) for name in sizes}
-  reader = _Reader(directory, None if info['storage'] == 'blob' else info['source'])
-
-  def source(expression):
-    pieces = sources.parse_split(expression, sizes)
-    if info['storage'] == 'arrays':
-      return sources.ArraySource(pieces, functools.partial(_open_arrays, directory))
-    return sources.EncodedSource(pieces, reader, labels)
-
-  return sources.Dataset(meta=meta, train=source(train), eval=source(evaluation),
-                         native_hw=hw)
+  splits = info['splits']
+  kind = sources.ArraySource if info['storage'] == 'arrays' else sources.EncodedSource
+  open_split = functools.partial(_open_split, directory, info['storage'], info['source'])
+  return sources.make_dataset(
+      spec, sizes={name: s['num_examples'] for name, s in splits.items()},
+      native_hw=tuple(info['image_hw']) if info['image_hw'] else (None, None),
+      classes=info['class_names'], source=lambda pieces: kind(pieces, open_split),
+      statistics=lambda split: (tuple(splits[split]['mean']), tuple(splits[split]['std'])))

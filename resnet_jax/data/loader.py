@@ -1,18 +1,13 @@
 """Host batches with grain: one order for any number of processes, resumable at any step.
 
-Training is a stream of positions g = step * B + row over the GLOBAL batch B.
-Position g is in epoch e = g // (steps_per_epoch * B) and shows example
-order_e[g mod (steps_per_epoch * B)], order_e being grain's index shuffle of
-the split seeded by (seed, e): a fresh permutation each epoch, cut to whole
-batches. Example g is augmented with the generator grain seeds from (seed, g).
-Process p of P reads rows [p * B/P, (p + 1) * B/P) of every global batch. So
-step s trains on what (seed, s) alone decide, whatever the processes, devices
-or worker processes; resuming at step s starts the stream at s * B (index
-arithmetic: no iterator state to checkpoint). Evaluation streams positions
-0 .. num_batches * B - 1: example g while g < N (mask True), then padding
-(mask False); every example counts once and every process runs as many batches.
-Per-example work and batching run in `workers` processes (grain's
-mp_prefetch); 0 runs them in this process.
+Position g = step * B + row of the training stream (B the GLOBAL batch) is in
+epoch e = g // (steps_per_epoch * B) and shows example order_e[g mod
+(steps_per_epoch * B)], order_e grain's index shuffle of the split seeded by
+(seed, e); example g is augmented from (seed, g); process p of P reads rows
+[p * B/P, (p + 1) * B/P). So step s depends on (seed, s) alone, and resuming is
+index arithmetic (no iterator state to checkpoint). Evaluation pads positions
+past the split (mask False): every example once, as many batches on every process.
+Per-example work and batching run in `workers` processes (grain's mp_prefetch).
 """
 
 import atexit
@@ -162,8 +157,7 @@ def eval_batches(source, transform: Callable, *, layout: Layout, num_batches: in
                  image_shape: tuple[int, ...], workers: int = 0
                  ) -> Iterator[dict[str, np.ndarray]]:
   """This process's rows of `num_batches` padded eval batches, with 'mask'."""
-  padding = {'image': np.zeros(image_shape, np.uint8), 'label': np.int32(0),
-             'mask': np.False_}
+  padding = {'image': np.zeros(image_shape, np.uint8), 'label': np.int32(0), 'mask': np.False_}
   stream = _EvalStream(source, transform, length=num_batches * layout.global_size,
                        padding=padding)
   return _iterate(stream.batch(layout.size)[layout.index::layout.count], workers)

@@ -1,12 +1,9 @@
 """Batches onto the mesh, and the preprocessing that runs inside the step.
 
-Training data are streamed (the loader's host batches, each process its rows,
-become global arrays sharded over the mesh's data axes, `prefetch` in flight
-so the transfer overlaps the step) or resident (the whole train split on every
-device; each device gathers its rows of each batch in the loader's order, sent
-as a few integers per epoch, and the step crops and flips them: the host does
-nothing per step). Evaluation is streamed. `preprocess` casts and normalises
-on the device: host batches stay uint8, a quarter of float32's bytes.
+Training data are streamed (`stream`) or resident (`resident`: the whole train
+split on every device, the epoch's order sent as a few integers, the step crops
+and flips: the host does nothing per step); evaluation is streamed. `preprocess`
+casts and normalises on the device: host batches stay uint8, a quarter of float32's bytes.
 """
 
 import collections
@@ -24,7 +21,8 @@ from resnet_jax.data import transforms
 
 
 def stream(batches: Iterable[Any], mesh, prefetch: int) -> Iterator[Any]:
-  """Host batches (this process's rows) -> global arrays, `prefetch` in flight."""
+  """Host batches (this process's rows) -> global arrays sharded over the mesh's data axes,
+  `prefetch` in flight so that the transfer overlaps the step."""
   queue = collections.deque()
   batches = iter(batches)
   try:
@@ -35,9 +33,7 @@ def stream(batches: Iterable[Any], mesh, prefetch: int) -> Iterator[Any]:
         return
       yield queue.popleft()
   finally:
-    close = getattr(batches, 'close', None)
-    if close is not None:
-      close()
+    getattr(batches, 'close', lambda: None)()
 
 
 @functools.cache
@@ -61,8 +57,7 @@ def resident(arrays: tuple[np.ndarray, np.ndarray], epoch_order, *, mesh,
   `epoch_order(e)`: epoch e's example indices in order (the loader's).
   """
   images, labels = (parallel.replicate(a, mesh) for a in arrays)
-  per_device = global_batch // mesh.devices.size
-  gather = _gather(mesh, per_device)
+  gather = _gather(mesh, global_batch // mesh.devices.size)
   epoch, skip = divmod(start_step, steps_per_epoch)
   while True:
     order = parallel.replicate((np.asarray(epoch_order(epoch)) % len(arrays[1])

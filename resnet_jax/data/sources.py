@@ -46,46 +46,43 @@ def parse_split(expression: str, sizes: dict[str, int]) -> list[Piece]:
 
 
 class _Source:
-  """Rows of some splits, `pieces` [(split, first row, end row)], indexed 0..len-1."""
+  """Rows of some splits, `pieces` [(split, first row, end row)], indexed 0..len-1.
 
-  def __init__(self, pieces: Sequence[Piece]):
+  `open_split(split)` runs once per split in each process, so memory-mapped
+  files open in each worker instead of being pickled into it.
+  """
+
+  def __init__(self, pieces: Sequence[Piece], open_split: Callable[[str], Any]):
     self.pieces = list(pieces)
     self._offsets = np.cumsum([0] + [stop - start for _, start, stop in self.pieces])
+    self._open, self._opened = open_split, {}
+
+  def __getstate__(self):
+    return {**self.__dict__, '_opened': {}}
 
   def __len__(self) -> int:
     return int(self._offsets[-1])
 
-  def locate(self, index: int) -> tuple[str, int]:
+  def _split(self, name: str):
+    if name not in self._opened:
+      self._opened[name] = self._open(name)
+    return self._opened[name]
+
+  def locate(self, index: int) -> tuple[Any, int]:
+    """(the opened split, row) of example `index`."""
     if not 0 <= index < len(self):
       raise IndexError(f'index {index} outside [0, {len(self)})')
     p = int(np.searchsorted(self._offsets, index, side='right')) - 1
-    return self.pieces[p][0], self.pieces[p][1] + index - int(self._offsets[p])
+    return self._split(self.pieces[p][0]), self.pieces[p][1] + index - int(self._offsets[p])
 
 
 class ArraySource(_Source):
-  """Decoded images: `open_split(split) -> (uint8 [N, H, W, 3], int32 [N])`.
-
-  `open_split` runs once per process, so memory-mapped files open in each
-  worker instead of being pickled into it.
-  """
+  """Decoded images: `open_split(split) -> (uint8 [N, H, W, 3], int32 [N])`."""
 
   decoded = True
 
-  def __init__(self, pieces: Sequence[Piece], open_split: Callable[[str], tuple]):
-    super().__init__(pieces)
-    self._open, self._arrays = open_split, {}
-
-  def __getstate__(self):
-    return {**self.__dict__, '_arrays': {}}
-
-  def _split(self, name: str):
-    if name not in self._arrays:
-      self._arrays[name] = self._open(name)
-    return self._arrays[name]
-
   def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-    split, row = self.locate(index)
-    images, labels = self._split(split)
+    (images, labels), row = self.locate(index)
     return images[row], int(labels[row])
 
   def arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -102,23 +99,13 @@ def in_memory(images: np.ndarray, labels: np.ndarray) -> ArraySource:
 
 
 class EncodedSource(_Source):
-  """Encoded images (JPEG/PNG bytes), `read(split, row)` one at a time.
-
-  `labels`: split -> int32 labels of every row; None: `read` returns (bytes, label).
-  """
+  """Encoded images: `open_split(split) -> (row -> (JPEG/PNG bytes, label))`."""
 
   decoded = False
 
-  def __init__(self, pieces: Sequence[Piece], read: Callable[[str, int], Any],
-               labels: dict[str, np.ndarray] | None = None):
-    super().__init__(pieces)
-    self._read, self._labels = read, labels
-
   def __getitem__(self, index: int) -> tuple[bytes, int]:
-    split, row = self.locate(index)
-    if self._labels is None:
-      return self._read(split, row)
-    return self._read(split, row), int(self._labels[split][row])
+    read, row = self.locate(index)
+    return read(row)
 
 
 class FakeSource:
@@ -162,60 +149,61 @@ class Dataset:
     return self.train.decoded
 
 
-def default_splits(spec: spec_lib.DataSpec, sizes: dict[str, int]) -> tuple[str, str]:
-  """(train_split, eval_split): the config's, else 'train' and 'test'/'validation'."""
+def make_dataset(spec: spec_lib.DataSpec, *, sizes: dict[str, int], native_hw,
+                 classes: Sequence[str] | int, statistics: Callable[[str], Any],
+                 source: Callable[[list[Piece]], Any]) -> Dataset:
+  """The Dataset from what a dataset kind read about itself; ConfigError if a split is bad.
+
+  `sizes`: split -> examples; `native_hw`: the stored (height, width), None where
+  images differ; `classes`: the class names or their number; `statistics(split)`:
+  the (mean, std) measured on a split, or None; `source(pieces)`: those rows' source.
+  Splits: the spec's, else 'train' and 'test' (or 'validation', 'val').
+  """
   train = spec.train_split or 'train'
   evaluation = spec.eval_split or next(
       (s for s in ('test', 'validation', 'val') if s in sizes), '')
   if not evaluation:
     raise ConfigError(f'{spec.dataset!r} has no test or validation split (splits: '
                       f'{sorted(sizes)}); set --config.eval_split')
+  rows = lambda split: sum(stop - start for _, start, stop in split)
+  pieces = []
   for field, expression in (('train_split', train), ('eval_split', evaluation)):
     try:
-      pieces = parse_split(expression, sizes)
+      pieces.append(parse_split(expression, sizes))
     except ConfigError as e:
       raise ConfigError(f'{field}={expression!r} is not valid for {spec.dataset!r}: {e}'
                         ) from None
-    if not sum(stop - start for _, start, stop in pieces):
+    if not rows(pieces[-1]):
       raise ConfigError(f'{field}={expression!r} selects no examples of {spec.dataset!r}')
-  return train, evaluation
-
-
-def make_meta(spec: spec_lib.DataSpec, *, sizes: dict[str, int], train: str,
-              evaluation: str, native_hw, classes: Sequence[str] | int,
-              statistics=None) -> spec_lib.DatasetMeta:
-  """DatasetMeta from what a dataset kind read about itself."""
   class_names = tuple(classes) if not isinstance(classes, int) else ()
   count = len(class_names) if class_names else int(classes)
   size = spec_lib.output_size(spec, native_hw)
-  mean, std = spec_lib.statistics(spec, statistics)
-  total = lambda e: sum(stop - start for _, start, stop in parse_split(e, sizes))
-  return spec_lib.DatasetMeta(
+  mean, std = spec_lib.statistics(spec, statistics(pieces[0][0][0]))  # Train's first split.
+  meta = spec_lib.DatasetMeta(
       name=spec.dataset, num_classes=spec_lib.num_classes(spec, count),
-      image_shape=(size, size, 3), num_train=total(train), num_eval=total(evaluation),
+      image_shape=(size, size, 3), num_train=rows(pieces[0]), num_eval=rows(pieces[1]),
       train_split=train, eval_split=evaluation, mean=mean, std=std,
       class_names=class_names)
+  return Dataset(meta=meta, train=source(pieces[0]), eval=source(pieces[1]),
+                 native_hw=native_hw)
 
 
 def open_fake(spec: spec_lib.DataSpec) -> Dataset:
   """dataset='fake': CIFAR-10-sized splits of random images."""
   size = spec.image_size or spec_lib.IMAGENET_SIZE
-  classes = spec.num_classes or 1000
-  sizes = {'train': 50_000, 'test': 10_000}
-  meta = make_meta(spec, sizes=sizes, train='train', evaluation='test',
-                   native_hw=(size, size), classes=classes)
-  shape = (size, size, 3)
-  return Dataset(meta=meta, train=FakeSource(sizes['train'], shape, classes, spec.seed),
-                 eval=FakeSource(sizes['test'], shape, classes, spec.seed + 1),
+  shape, classes = (size, size, 3), spec.num_classes or 1000
+  mean, std = spec_lib.statistics(spec, None)
+  meta = spec_lib.DatasetMeta(
+      name=spec.dataset, num_classes=classes, image_shape=shape, num_train=50_000,
+      num_eval=10_000, train_split='train', eval_split='test', mean=mean, std=std)
+  return Dataset(meta=meta, train=FakeSource(meta.num_train, shape, classes, spec.seed),
+                 eval=FakeSource(meta.num_eval, shape, classes, spec.seed + 1),
                  native_hw=(size, size))
 
 
 def open_dataset(spec: spec_lib.DataSpec, *, prepare: bool = False) -> Dataset:
-  """The dataset a DataSpec names; ConfigError (saying what to do) if it cannot be read.
-
-  `prepare`: an unprepared tfds dataset may be prepared (downloaded when
-  spec.download allows); else refused at once. A folder is indexed on first use.
-  """
+  """The dataset a DataSpec names, `prepare` as `data.open_input`'s; ConfigError (saying
+  what to do) if it cannot be read."""
   if spec.kind == 'fake':
     return open_fake(spec)
   if spec.kind == 'folder':
@@ -223,4 +211,3 @@ def open_dataset(spec: spec_lib.DataSpec, *, prepare: bool = False) -> Dataset:
     return folder.open_folder(spec)
   from resnet_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   return tfds_source.open_tfds(spec, prepare=prepare)
-

@@ -110,19 +110,16 @@ def resolve(config) -> DataSpec:
   """The checked DataSpec of a config; ConfigError (what is wrong, what to do) if not."""
   is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
   dataset = config.dataset
-  kind = ('folder' if dataset.startswith('folder:') else 'fake' if dataset == 'fake'
-          else 'tfds')
+  kind = 'folder' if dataset.startswith('folder:') else 'fake' if dataset == 'fake' else 'tfds'
   _check(dataset not in ('', 'folder:'), f'dataset={dataset!r} names no dataset: give a '
          "tfds name ('cifar10'), folder:PATH (a split/class/image tree or .tar.gz) or 'fake'")
-  _check(config.augment in AUGMENTS,
-         f'augment={config.augment!r} is not valid; choose one of {AUGMENTS}')
-  _check(config.placement in PLACEMENTS,
-         f'placement={config.placement!r} is not valid; choose one of {PLACEMENTS}')
+  for name, choices in (('augment', AUGMENTS), ('placement', PLACEMENTS),
+                        ('on_corrupt_image', ON_CORRUPT)):
+    _check(config[name] in choices,
+           f'{name}={config[name]!r} is not valid; choose one of {choices}')
   _check(not (config.placement == 'device' and config.augment == 'imagenet'),
          "placement='device' keeps fixed-size images on the devices (augment='cifar' or "
          "'none'); use --config.placement=host (or auto) for augment='imagenet'")
-  _check(config.on_corrupt_image in ON_CORRUPT, f'on_corrupt_image='
-         f'{config.on_corrupt_image!r} is not valid; choose one of {ON_CORRUPT}')
   for name in ('image_size', 'num_classes', 'prefetch_batches'):
     _check(is_int(config[name]) and config[name] >= 0,
            f'{name}={config[name]!r} must be an integer >= 0')
@@ -147,10 +144,6 @@ def resolve(config) -> DataSpec:
          'probability in [0, 1] (ResNet strikes back: 0; Zhong et al.: 0.5)')
   _check(config.random_erasing_mode in ('const', 'rand', 'pixel'), 'random_erasing_mode='
          f"{config.random_erasing_mode!r} is not valid; choose 'const', 'rand' or 'pixel'")
-  host_only = config.rand_augment or config.trivial_augment or config.random_erasing
-  _check(not (host_only and config.placement == 'device'),
-         "rand_augment, trivial_augment and random_erasing run in the host pipeline: use "
-         "--config.placement=host (or auto)")
   k = config.repeated_augmentation
   _check(is_int(k) and k >= 1 and config.batch_size % k == 0,
          f'repeated_augmentation={k!r} must be a number of copies >= 1 (1 = off; ResNet '
@@ -162,7 +155,7 @@ def resolve(config) -> DataSpec:
          'in [0, 1] units (std > 0), e.g. --config.mean="(0.485, 0.456, 0.406)" '
          '--config.std="(0.229, 0.224, 0.225)" (ImageNet\'s), or both () for the dataset\'s')
   expand = lambda p: os.path.abspath(os.path.expanduser(p)) if p else ''
-  return DataSpec(
+  spec = DataSpec(
       dataset=dataset, kind=kind, path=expand(dataset[7:]) if kind == 'folder' else '',
       data_dir=expand(config.data_dir or os.environ.get('TFDS_DATA_DIR') or
                       '~/tensorflow_datasets'),
@@ -178,6 +171,10 @@ def resolve(config) -> DataSpec:
       num_eval_batches=config.num_eval_batches, rand_augment=config.rand_augment,
       trivial_augment=bool(config.trivial_augment), random_erasing=float(config.random_erasing),
       random_erasing_mode=config.random_erasing_mode, repeated_augmentation=k)
+  _check(not (spec.host_augment and spec.placement == 'device'),
+         "rand_augment, trivial_augment and random_erasing run in the host pipeline: use "
+         "--config.placement=host (or auto)")
+  return spec
 
 
 def output_size(spec: DataSpec, native_hw: tuple[int | None, int | None]) -> int:

@@ -1,17 +1,16 @@
 """Registered tfds datasets ('cifar10', 'imagenet2012', ...): find, prepare, read.
 
-Reading needs no TensorFlow: a dataset prepared in tfds' array_record format
-is read with tfds' data source, images as their encoded bytes (decoded by the
-loader's workers with PIL, as every other source). Preparing one is the only
-step that needs TensorFlow (`pip install -e '.[tfds]'`). Offline, tfds
-retries a download for minutes; here a dataset that is not prepared is
-prepared from `manual_dir` when its archives are there, and downloaded only
-with `download` and after a short probe of its hosts: no network fails within
-seconds, with the ways out.
+Reading needs no TensorFlow: array_record files are read with tfds' data source,
+images as encoded bytes that the loader's workers decode with PIL. Preparing
+needs TensorFlow (`pip install -e '.[tfds]'`): from `manual_dir` when the archives
+are there, else downloaded only with `download` and after a short probe of the
+hosts, so that offline fails within seconds with the ways out (tfds would retry
+for minutes).
 """
 
 import concurrent.futures
 import contextlib
+import functools
 import glob
 import logging
 import os
@@ -140,22 +139,17 @@ def _builder(spec: spec_lib.DataSpec, *, prepare: bool):
   return builder
 
 
-class _Reader:
-  """(encoded image, label) of a prepared split, opened lazily in each process."""
+def _open_split(builder_dir: str, split: str):
+  """row -> (encoded image, label) of a prepared split."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  rows = tfds.builder_from_directory(builder_dir).as_data_source(
+      split=split, decoders={'image': tfds.decode.SkipDecoding()})
 
-  def __init__(self, builder_dir: str):
-    self._dir, self._open = builder_dir, {}
-
-  def __getstate__(self):
-    return {'_dir': self._dir, '_open': {}}
-
-  def __call__(self, split: str, row: int):
-    if split not in self._open:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      self._open[split] = tfds.builder_from_directory(self._dir).as_data_source(
-          split=split, decoders={'image': tfds.decode.SkipDecoding()})
-    example = self._open[split][row]
+  def read(row: int):
+    example = rows[row]
     return example['image'], int(example['label'])
+
+  return read
 
 
 def open_tfds(spec: spec_lib.DataSpec, *, prepare: bool) -> sources.Dataset:
@@ -165,14 +159,9 @@ def open_tfds(spec: spec_lib.DataSpec, *, prepare: bool) -> sources.Dataset:
   if 'image' not in features or 'label' not in features:
     raise ConfigError(f'{spec.dataset} has no image/label features (has '
                       f'{list(features.keys())}); only image classification works here')
-  shape = tuple(features['image'].shape)
-  sizes = {name: split.num_examples for name, split in builder.info.splits.items()}
-  train, evaluation = sources.default_splits(spec, sizes)
-  meta = sources.make_meta(spec, sizes=sizes, train=train, evaluation=evaluation,
-                           native_hw=shape[:2], classes=features['label'].names,
-                           statistics=spec_lib.STATISTICS.get(spec.dataset))
-  read = _Reader(str(builder.data_dir))
-  return sources.Dataset(
-      meta=meta, train=sources.EncodedSource(sources.parse_split(train, sizes), read),
-      eval=sources.EncodedSource(sources.parse_split(evaluation, sizes), read),
-      native_hw=shape[:2])
+  open_split = functools.partial(_open_split, str(builder.data_dir))
+  return sources.make_dataset(
+      spec, sizes={name: split.num_examples for name, split in builder.info.splits.items()},
+      native_hw=tuple(features['image'].shape)[:2], classes=features['label'].names,
+      statistics=lambda _: spec_lib.STATISTICS.get(spec.dataset),
+      source=lambda pieces: sources.EncodedSource(pieces, open_split))

@@ -4,18 +4,9 @@ They run in the loader's worker processes (no jax, no TensorFlow here), with
 randomness only from the `np.random.Generator` the loader gives each example
 (seeded by the run's seed and the example's position in the training stream):
 an example's augmentation does not depend on processes, devices or workers.
-
-- Decoding: PIL, JPEGs with libjpeg's accurate integer IDCT, as torchvision.
-- 'imagenet' training: torchvision's RandomResizedCrop(size, scale=(0.08, 1),
-  ratio=(3/4, 4/3)) (10 attempts, else its centre fallback), bilinear with
-  PIL's antialiasing, then a horizontal flip with probability 1/2.
-- Evaluation: eval_resize=N > 0 is torchvision's Resize(N) + CenterCrop(size)
-  (what its published accuracies use); 0 is the centre 224/256 of the shorter
-  side resized to size (the TF ResNet reference).
-- 'cifar' training: zero-pad 4, crop at a uniform offset, flip with
-  probability 1/2 (the in-step version, `placement.crop_flip`, follows the
-  same rule).
-tests/test_data.py checks the PIL paths against torchvision bit for bit.
+They follow torchvision (JPEGs decoded with libjpeg's accurate integer IDCT,
+bilinear resizing with PIL's antialiasing); tests/test_data.py checks the PIL
+paths against torchvision bit for bit.
 """
 
 import dataclasses
@@ -65,7 +56,8 @@ def resized_crop(image: Image.Image, box: tuple[int, int, int, int], size: int
 
 
 def eval_image(image: Image.Image, size: int, resize: int = 0) -> np.ndarray:
-  """The evaluation crop to size x size (`resize` as config.eval_resize)."""
+  """The evaluation crop to size x size: `resize` > 0 is torchvision's Resize(resize) +
+  CenterCrop(size); 0 the centre 224/256 of the shorter side (the TF ResNet reference)."""
   w, h = image.size
   if not resize:
     side = max(1, int(min(h, w) * 224 / 256))
@@ -136,11 +128,8 @@ class Transform:
   def __call__(self, record, rng: np.random.Generator | None) -> dict:
     data, label = record
     if self.augment == 'imagenet' and self.train:
-      # The box needs only the image's header; it is decoded once, in crop().
-      image = Image.fromarray(data) if isinstance(data, np.ndarray) else Image.open(
-          io.BytesIO(data))
-      box = random_resized_crop_box(image.width, image.height, rng)
-      out = np.asarray(resized_crop(decode(data) if image.mode != 'RGB' else image, box,
+      image = decode(data)  # The box needs only its size: an RGB file is decoded by the crop.
+      out = np.asarray(resized_crop(image, random_resized_crop_box(*image.size, rng),
                                     self.size))
       out = out[:, ::-1] if rng.random() < 0.5 else out
     elif self.augment == 'imagenet':
