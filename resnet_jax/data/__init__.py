@@ -73,9 +73,9 @@ class Input:
     if start_step < 0:
       raise ConfigError(f'start_step={start_step} must be >= 0')
     if self.resident:
-      stream = loader.train_stream(self.dataset.train, seed=spec.seed, steps_per_epoch=steps,
-                                   global_batch=spec.batch_size,
-                                   repeats=spec.repeated_augmentation)
+      stream = loader.TrainStream(self.dataset.train, seed=spec.seed, steps_per_epoch=steps,
+                                  global_batch=spec.batch_size,
+                                  repeats=spec.repeated_augmentation)
       n = steps * spec.batch_size
       return placement.resident(
           self.resident_arrays(), lambda e: [stream.example(e * n + i) for i in range(n)],

@@ -40,8 +40,9 @@ class Layout:
     return self.global_size // self.count
 
 
-class _TrainStream(grain.MapDataset):
-  """Position g of the training stream -> the record of the example it shows.
+class TrainStream(grain.MapDataset):
+  """Position g of the training stream -> the record of the example it shows;
+  `.example(g)` gives the order.
 
   With `repeats` k > 1 (repeated augmentation, timm's RepeatAugSampler), the
   epoch's order shows each example k times running, augmented differently,
@@ -51,10 +52,11 @@ class _TrainStream(grain.MapDataset):
   or more, as timm spreads them over processes.
   """
 
-  def __init__(self, source, *, seed: int, per_epoch: int, batch: int, repeats: int):
+  def __init__(self, source, *, seed: int, steps_per_epoch: int, global_batch: int,
+               repeats: int = 1):
     super().__init__(grain.MapDataset.range(len(source)).shuffle(seed=mixed_seed(seed, SHUFFLE)))
-    self._source, self._n, self._per_epoch = source, len(source), per_epoch
-    self._batch, self._k = batch, repeats
+    self._source, self._n, self._per_epoch = source, len(source), steps_per_epoch * global_batch
+    self._batch, self._k = global_batch, repeats
 
   def __len__(self) -> int:
     return sys.maxsize
@@ -125,30 +127,14 @@ def _iterate(batches: grain.MapDataset, workers: int) -> Iterator[Any]:
     getattr(iterator, 'close', lambda: None)()
 
 
-def train_stream(source, *, seed: int, steps_per_epoch: int, global_batch: int,
-                 repeats: int = 1):
-  """The training stream: positions -> records; `.example(g)` gives the order."""
-  return _TrainStream(source, seed=seed, per_epoch=steps_per_epoch * global_batch,
-                      batch=global_batch, repeats=repeats)
-
-
 def train_batches(source, transform: Callable, *, seed: int, steps_per_epoch: int,
                   layout: Layout, start_step: int = 0, workers: int = 0, repeats: int = 1
                   ) -> Iterator[dict[str, np.ndarray]]:
-  """This process's rows of every training batch from `start_step` on, endless.
-
-  Args:
-    source: random-access records (sources.py).
-    transform: (record, np.random.Generator) -> {'image': uint8, 'label': int32}.
-    seed: the run's seed.
-    steps_per_epoch: batches per epoch (the split's remainder is dropped).
-    layout: the global batch and this process's rows of it.
-    start_step: the first step to produce (a resumed run's).
-    workers: worker processes.
-    repeats: copies of each example in a row of the order (repeated augmentation).
-  """
-  stream = train_stream(source, seed=seed, steps_per_epoch=steps_per_epoch,
-                        global_batch=layout.global_size, repeats=repeats)
+  """This process's rows of every training batch from `start_step` on, endless:
+  `transform(record, np.random.Generator)` of the records `TrainStream` orders,
+  made in `workers` processes."""
+  stream = TrainStream(source, seed=seed, steps_per_epoch=steps_per_epoch,
+                       global_batch=layout.global_size, repeats=repeats)
   batches = stream.random_map(transform, seed=mixed_seed(seed, AUGMENT)).batch(layout.size)
   return _iterate(batches[start_step * layout.count + layout.index::layout.count], workers)
 
