@@ -9,8 +9,8 @@ ResNet-RS recipes switched on alone, and all of them at once:
     python -m resnet_jax.sweep report experiments/recipe_ablation.py \
         --workdir=runs/recipe_ablation --out=experiments/results/recipe_ablation
 
-Arguments (after ':'): steps (default 900, about 2.3 epochs: the whole sweep
-in about 90 minutes on a 2-core CPU), evals (default 3), seeds (default 1),
+Arguments (after ':'): steps (default 900, about 2.3 epochs; the sweep's wall
+time and results are in experiments/README.md), evals (default 3), seeds (default 1),
 dataset ('auto': the CIFAR-10 JPEG copy beside the project, else tfds cifar10).
 The cost of each part (step time, host images/s per core) is measured apart
 by experiments/recipe_costs.py.
