@@ -122,9 +122,10 @@ def distillation_loss(student_logits: jax.Array, teacher_logits: jax.Array,
       loss = CE(p, softmax(z)) + T^2 * CE(softmax(r / T), softmax(z / T))
 
   where p is the true distribution (the one-hot or smoothed label; compute
-  that first term with `softmax_cross_entropy`). The paper's code (gluon-cv's train_imagenet.py,
-  by its first author) uses T = 20 with a ResNet-152 teacher. The T^2 factor keeps the size of this term's gradients
-  independent of T (Hinton et al. 2015).
+  that first term with `softmax_cross_entropy`). The paper's code (gluon-cv's
+  train_imagenet.py, by its first author) uses T = 20 with a ResNet-152
+  teacher. The T^2 factor keeps the size of this term's gradients independent
+  of T (Hinton et al. 2015).
 
   The teacher's logits are held constant (`stop_gradient`): gradients flow to
   the student only. This is a cross-entropy, not a KL divergence: it exceeds

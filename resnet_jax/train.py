@@ -379,6 +379,11 @@ class Experiment:
 
   def step_args(self) -> tuple:
     """What the train step takes after (state, batch): the teacher's variables."""
+    return self._step_args
+
+  @functools.cached_property
+  def _step_args(self) -> tuple:
+    # Copied onto the devices once, however often compilation and the loop ask.
     if self.teacher is None:
       return ()
     return (parallel.replicate(self.teacher[1], self.mesh),)
@@ -403,7 +408,7 @@ class Experiment:
                              dropout=bool(spec.drop_path_rate or spec.dropout_rate),
                              teacher_apply=teacher_apply)
     return self._jit(step, out_specs=(P(), P()), donate=donate,
-                     extra=len(self.step_args()))
+                     extra=int(self.teacher is not None))
 
   def eval_step(self) -> Callable:
     """The jitted eval step over the mesh: (state, batch) -> metric sums."""
@@ -506,8 +511,8 @@ def _restore_or_initialise(exp: Experiment, ckpt, *,
     state = state.replace(params=parallel.replicate(params, exp.mesh),
                           batch_stats=parallel.replicate(batch_stats, exp.mesh))
     if state.ema is not None:  # The EMA starts from the warm start too.
-      state = state.replace(ema=jax.tree.map(lambda x: x.astype(jnp.float32), {
-          'params': state.params, 'batch_stats': state.batch_stats}))
+      state = state.replace(ema=ema_lib.init_ema(
+          {'params': state.params, 'batch_stats': state.batch_stats}))
   return state, {}
 
 
